@@ -1,0 +1,41 @@
+# The README's commands: `make run` (the main job on the embedded default) and `make test`.
+# Both depend on `setup`, which is idempotent and quick when nothing changed.
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMPS := .stamps
+MODELS := models
+MODEL_SOURCES := $(wildcard harness/model/*.py)
+
+.PHONY: setup run test lint models collector clean
+
+setup: $(STAMPS)/venv $(MODELS)/.built
+
+$(STAMPS)/venv: pyproject.toml
+	@mkdir -p $(STAMPS)
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	@touch $@
+
+# The reference models are built from code: rebuilt only when the builder changes.
+$(MODELS)/.built: $(STAMPS)/venv $(MODEL_SOURCES)
+	$(BIN)/edgeharness model build --out $(MODELS)
+	@touch $@
+
+models: $(MODELS)/.built
+
+run: setup
+	$(BIN)/edgeharness run
+
+lint: $(STAMPS)/venv
+	$(BIN)/ruff check harness tests loadtests dashboards
+	$(BIN)/ruff format --check harness tests loadtests dashboards
+
+test: setup
+	$(BIN)/ruff check harness tests loadtests dashboards
+	$(BIN)/python -m pytest
+
+clean:
+	rm -rf $(VENV) $(STAMPS) $(MODELS) runs

@@ -1,0 +1,5 @@
+"""Allows `python -m harness`."""
+
+from harness.cli import main
+
+raise SystemExit(main())
