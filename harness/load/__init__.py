@@ -1,0 +1,1 @@
+"""Geographic load generation: regions, profiles, open-model arrivals, recording and the run itself."""
