@@ -1,0 +1,1 @@
+"""The reference edge inference handler: an instrumented ONNX Runtime image classifier over HTTP."""

@@ -1,0 +1,348 @@
+"""The handler's ASGI app, built by `create_app` from settings; no state lives outside the app."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+from opentelemetry import trace
+from opentelemetry.trace import SpanKind, Status, StatusCode
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from harness import __version__
+from harness.handler import errors, pipeline
+from harness.handler.admission import Admission
+from harness.handler.errors import HandlerError
+from harness.handler.lifecycle import ColdStart, LoadedModel, ModelRuntime
+from harness.handler.openapi import MAX_TOP_K, openapi_document
+from harness.handler.settings import HandlerSettings
+from harness.handler.telemetry import Telemetry, TelemetrySettings
+from harness.model.store import ModelError, ModelStore
+
+CLASSIFY_ROUTE = "/v1/classify"
+DEFAULT_TOP_K = 5
+
+
+@dataclass
+class InitRecord:
+    """The process's own start, from process creation to ready, by phase (milliseconds)."""
+
+    phases_ms: dict[str, float] = field(default_factory=dict)
+    total_ms: float | None = None
+
+
+@dataclass
+class StageTimes:
+    """Wall-clock nanosecond marks taken in the worker thread, turned into spans and metrics later."""
+
+    marks: list[tuple[str, int, int]] = field(default_factory=list)
+
+    def ms(self) -> dict[str, float]:
+        return {name: (end - start) / 1e6 for name, start, end in self.marks}
+
+
+def run_pipeline(
+    model: LoadedModel, body: bytes, content_type: str, top_k: int, max_pixels: int, times: StageTimes
+) -> list[pipeline.Prediction]:
+    """All four stages, in one worker thread: one hop off the event loop instead of four."""
+    clock = time.time_ns
+    t0 = clock()
+    image = pipeline.decode(body, content_type, (model.spec.width, model.spec.height), max_pixels)
+    t1 = clock()
+    times.marks.append(("decode", t0, t1))
+    tensor = pipeline.preprocess(image, model.spec)
+    t2 = clock()
+    times.marks.append(("preprocess", t1, t2))
+    logits = pipeline.infer(model.session, model.info.input_name, tensor)
+    t3 = clock()
+    times.marks.append(("inference", t2, t3))
+    predictions = pipeline.postprocess(logits, model.info.labels, top_k)
+    times.marks.append(("postprocess", t3, clock()))
+    return predictions
+
+
+class Handler:
+    """The request path: admission, body, model, pipeline, telemetry; one per app."""
+
+    def __init__(self, settings: HandlerSettings, telemetry: Telemetry, store: ModelStore, init: InitRecord) -> None:
+        self.settings = settings
+        self.telemetry = telemetry
+        self.init = init
+        self.instruments = telemetry.instruments
+        self.admission = Admission(settings.effective_concurrency, settings.queue)
+        self.executor = ThreadPoolExecutor(max_workers=settings.effective_concurrency, thread_name_prefix="inference")
+        self.runtime = ModelRuntime(
+            store=store,
+            source=settings.model,
+            expected_sha256=settings.model_sha256 or None,
+            threads=settings.threads,
+            idle_timeout_s=settings.idle_timeout,
+            on_cold_start=self._record_model_load,
+            on_loaded_changed=telemetry.set_model_loaded,
+        )
+        self.served = 0
+        self.draining = False
+        self._base_attrs = {"http.request.method": "POST", "http.route": CLASSIFY_ROUTE}
+
+    # -- lifecycle -------------------------------------------------------------------------------------
+
+    def _record_model_load(self, cold: ColdStart) -> None:
+        attrs = {"edgeharness.coldstart.kind": "model", "edgeharness.coldstart.reason": cold.reason}
+        self.instruments.init_duration.record(cold.total_ms / 1000, attrs)
+        for phase, ms in cold.phases_ms.items():
+            self.instruments.init_phase_duration.record(ms / 1000, {**attrs, "edgeharness.init.phase": phase})
+
+    def record_process_init(self) -> None:
+        if self.init.total_ms is None:
+            return
+        attrs = {"edgeharness.coldstart.kind": "process"}
+        self.instruments.init_duration.record(self.init.total_ms / 1000, attrs)
+        for phase, ms in self.init.phases_ms.items():
+            self.instruments.init_phase_duration.record(ms / 1000, {**attrs, "edgeharness.init.phase": phase})
+
+    @contextlib.asynccontextmanager
+    async def lifespan(self, _app: Starlette) -> AsyncIterator[None]:
+        if self.settings.load == "eager" and self.runtime.loaded is None:
+            loop = asyncio.get_running_loop()
+            await loop.run_in_executor(self.executor, self.runtime.load_at_startup)
+        watcher = asyncio.create_task(self.runtime.watch_idle())
+        try:
+            yield
+        finally:
+            self.draining = True
+            watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watcher
+            self.executor.shutdown(wait=True)
+            self.telemetry.shutdown()
+
+    # -- endpoints -------------------------------------------------------------------------------------
+
+    async def classify(self, request: Request) -> Response:
+        start_ns = time.time_ns()
+        start = time.perf_counter()
+        parent = self.telemetry.extract_context(request.headers)
+        span = self.telemetry.tracer.start_span(
+            f"POST {CLASSIFY_ROUTE}", context=parent, kind=SpanKind.SERVER, start_time=start_ns,
+            attributes={**self._base_attrs, "url.path": request.url.path},
+        )  # fmt: skip
+        cold_kind: str | None = None
+        status = 500
+        error_code: str | None = None
+        self.instruments.active_requests.add(1, self._base_attrs)
+        try:
+            response, cold_kind = await self._classify(request, span, start)
+            status = response.status_code
+            return response
+        except HandlerError as exc:
+            status, error_code = exc.status, exc.code
+            if exc.code == "overloaded":
+                self.instruments.shed_requests.add(1, {"cloud.region": self.settings.region})
+            span.set_attribute("error.type", exc.code)
+            return _error_response(exc)
+        finally:
+            self.instruments.active_requests.add(-1, self._base_attrs)
+            cold = cold_kind is not None
+            attrs: dict[str, Any] = {**self._base_attrs, "http.response.status_code": status, "faas.coldstart": cold}
+            if error_code:
+                attrs["error.type"] = error_code
+            self.instruments.request_duration.record(time.perf_counter() - start, attrs)
+            span.set_attribute("http.response.status_code", status)
+            span.set_attribute("faas.coldstart", cold)
+            if status >= 500:
+                span.set_status(Status(StatusCode.ERROR, error_code))
+            span.end()
+
+    async def _classify(self, request: Request, span: trace.Span, start: float) -> tuple[Response, str | None]:
+        if self.draining:
+            raise errors.draining()
+        top_k = _parse_top_k(request.query_params.getlist("top_k"))
+        content_type = pipeline.media_type(request.headers.get("content-type"))
+        body = await _read_body(request, self.settings.max_body_bytes)
+        if not body:
+            raise errors.empty_body()
+
+        queue_s = await self.admission.enter()
+        self.instruments.queue_duration.record(queue_s)
+        service_start = time.perf_counter()
+        cold: ColdStart | None = None
+        try:
+            try:
+                model, cold = await self.runtime.acquire(self.executor)
+            except ModelError as exc:
+                raise errors.model_unavailable(str(exc)) from exc
+            try:
+                times = StageTimes()
+                loop = asyncio.get_running_loop()
+                predictions = await loop.run_in_executor(
+                    self.executor, run_pipeline, model, body, content_type, top_k,
+                    self.settings.max_image_pixels, times,
+                )  # fmt: skip
+            finally:
+                self.runtime.release()
+                self._record_stages(span, times)
+        finally:
+            self.admission.leave(time.perf_counter() - service_start)
+
+        self.served += 1
+        first = self.served == 1
+        cold_kind = "model" if cold is not None else ("process" if first else None)
+        phases = cold.phases_ms if cold is not None else (self.init.phases_ms if first else None)
+        if cold_kind is not None:
+            self.instruments.coldstarts.add(1, {"edgeharness.coldstart.kind": cold_kind})
+        stage_ms = times.ms()
+        timings = {"queue": queue_s * 1000, **stage_ms, "total": (time.perf_counter() - start) * 1000}
+        if cold is not None:
+            timings["cold_start"] = cold.total_ms
+        span.set_attribute("edgeharness.model.name", model.info.name)
+        span.set_attribute("edgeharness.model.version", model.info.version)
+        body_out = {
+            "region": self.settings.region,
+            "pop": self.settings.pop_name,
+            "cold_start": cold_kind is not None,
+            "model": {"name": model.info.name, "version": model.info.version, "sha256": model.info.sha256},
+            "top_k": [{"label": p.label, "index": p.index, "score": p.score} for p in predictions],
+            "timings_ms": {k: round(v, 4) for k, v in timings.items()},
+            "cold_start_phases_ms": {k: round(v, 4) for k, v in phases.items()} if phases else None,
+        }
+        headers = {
+            "X-Cold-Start": "true" if cold_kind else "false",
+            "Server-Timing": ", ".join(f"{k};dur={v:.3f}" for k, v in timings.items()),
+        }
+        return JSONResponse(body_out, headers=headers), cold_kind
+
+    def _record_stages(self, span: trace.Span, times: StageTimes) -> None:
+        ctx = trace.set_span_in_context(span)
+        model_attrs = {"edgeharness.model.name": self.settings.model}
+        for name, start_ns, end_ns in times.marks:
+            self.instruments.stage_duration.record((end_ns - start_ns) / 1e9, {"edgeharness.stage": name})
+            child = self.telemetry.tracer.start_span(name, context=ctx, start_time=start_ns)
+            child.end(end_time=end_ns)
+            if name == "inference":
+                self.instruments.inference_duration.record((end_ns - start_ns) / 1e9, model_attrs)
+
+    async def healthz(self, _request: Request) -> Response:
+        return JSONResponse({"status": "alive", "region": self.settings.region, "pop": self.settings.pop_name})
+
+    async def readyz(self, _request: Request) -> Response:
+        loaded = self.runtime.loaded
+        last = self.runtime.last_cold_start
+        body = {
+            "ready": not self.draining,
+            "region": self.settings.region,
+            "pop": self.settings.pop_name,
+            "model_loaded": loaded is not None,
+            "model": None if loaded is None else {"name": loaded.info.name, "version": loaded.info.version},
+            "model_loads": self.runtime.cold_starts,
+            "last_model_load_ms": None if last is None else {**last.phases_ms, "total": last.total_ms},
+            "process_init_ms": {**self.init.phases_ms, "total": self.init.total_ms},
+            "in_flight": self.admission.active,
+            "queued": self.admission.waiting,
+            "shed": self.admission.shed,
+        }
+        return JSONResponse(body, status_code=503 if self.draining else 200)
+
+    async def metrics(self, _request: Request) -> Response:
+        loop = asyncio.get_running_loop()
+        payload = await loop.run_in_executor(None, generate_latest, self.telemetry.registry)
+        return Response(payload, media_type=CONTENT_TYPE_LATEST)
+
+    async def openapi(self, _request: Request) -> Response:
+        return JSONResponse(openapi_document(__version__))
+
+
+def _parse_top_k(values: list[str]) -> int:
+    if not values:
+        return DEFAULT_TOP_K
+    if len(values) > 1:
+        raise errors.invalid_query("top_k given more than once")
+    raw = values[0]
+    try:
+        k = int(raw)
+    except ValueError:
+        raise errors.invalid_query(f"top_k must be an integer, got {raw[:40]!r}") from None
+    if not 1 <= k <= MAX_TOP_K:
+        raise errors.invalid_query(f"top_k must be between 1 and {MAX_TOP_K}, got {k}")
+    return k
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
+    """Read the body, refusing it as soon as it passes the limit: never buffered whole first."""
+    declared = request.headers.get("content-length")
+    if declared is not None:
+        try:
+            if int(declared) > limit:
+                raise errors.body_too_large(limit)
+        except ValueError:
+            raise HandlerError(400, "invalid_content_length", "Content-Length is not a number") from None
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise errors.body_too_large(limit)
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _error_response(exc: HandlerError) -> JSONResponse:
+    return JSONResponse(exc.body(), status_code=exc.status, headers=exc.headers)
+
+
+async def _http_exception(_request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+    return JSONResponse(
+        {"error": {"code": code, "message": str(exc.detail)}}, status_code=exc.status_code, headers=exc.headers
+    )
+
+
+async def _handler_error(_request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HandlerError)
+    return _error_response(exc)
+
+
+def create_app(
+    settings: HandlerSettings,
+    *,
+    telemetry: Telemetry | None = None,
+    store: ModelStore | None = None,
+    init: InitRecord | None = None,
+) -> Starlette:
+    """Build a handler app; every collaborator can be passed in, none is global."""
+    if telemetry is None:
+        telemetry = Telemetry(
+            TelemetrySettings(
+                service_name=settings.service_name,
+                service_version=__version__,
+                region=settings.region,
+                pop=settings.pop_name,
+                otlp_endpoint=settings.otlp_endpoint,
+                enabled=settings.telemetry,
+            )
+        )
+    handler = Handler(settings, telemetry, store or ModelStore(settings.cache_dir), init or InitRecord())
+    routes = [
+        Route(CLASSIFY_ROUTE, handler.classify, methods=["POST"]),
+        Route("/healthz", handler.healthz, methods=["GET"]),
+        Route("/readyz", handler.readyz, methods=["GET"]),
+        Route("/metrics", handler.metrics, methods=["GET"]),
+        Route("/openapi.json", handler.openapi, methods=["GET"]),
+    ]
+    app = Starlette(
+        routes=routes,
+        lifespan=handler.lifespan,
+        exception_handlers={HTTPException: _http_exception, HandlerError: _handler_error},
+    )
+    app.state.handler = handler
+    return app

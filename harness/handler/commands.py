@@ -1,0 +1,48 @@
+"""`edgeharness serve`: run the reference inference handler."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from typing import Any
+
+
+def register(subparsers: Any) -> None:
+    from harness.handler.settings import add_arguments
+
+    parser = subparsers.add_parser(
+        "serve",
+        help="run the reference inference handler (one PoP of one region)",
+        description=(
+            "Serve POST /v1/classify (an ONNX Runtime image classifier), /healthz, /readyz, /metrics and "
+            "/openapi.json. Every flag can also be set by the EDGE_* environment variable shown."
+        ),
+    )
+    add_arguments(parser)
+    parser.set_defaults(func=_serve)
+
+
+def _serve(args: argparse.Namespace) -> int:
+    started = time.perf_counter()
+    from harness.handler.settings import SettingsError, from_sources
+
+    try:
+        settings = from_sources(args)
+    except SettingsError as exc:
+        print(f"edgeharness serve: {exc}", file=sys.stderr)
+        return 2
+    # The heavy imports (ONNX Runtime, numpy, OpenTelemetry, Starlette) are the first init phase.
+    import harness.handler.app  # noqa: F401
+    from harness.handler.server import serve
+    from harness.model.store import ModelError
+
+    imports_done = time.perf_counter()
+    try:
+        return serve(settings, started, imports_done)
+    except ModelError as exc:
+        print(f"edgeharness serve: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        print(f"edgeharness serve: cannot listen on {settings.host}:{settings.port}: {exc}", file=sys.stderr)
+        return 2

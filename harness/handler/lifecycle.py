@@ -1,0 +1,154 @@
+"""The model's lifecycle in a handler: load (cold start, with phases), keep warm, release when idle."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import Executor
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from harness.handler.pipeline import InputSpec, infer
+from harness.model.store import LocalModel, ModelInfo, ModelStore, create_session, describe
+
+
+@dataclass(frozen=True)
+class ColdStart:
+    """One model load: why it happened and how long each phase took (milliseconds)."""
+
+    reason: str  # "startup", "first_request" or "scaled_to_zero"
+    phases_ms: dict[str, float]
+    total_ms: float
+
+
+@dataclass
+class LoadedModel:
+    """A ready model: the ONNX Runtime session and what the pipeline needs to feed it."""
+
+    local: LocalModel
+    info: ModelInfo
+    session: Any
+    spec: InputSpec
+    loaded_at: float = field(default_factory=time.monotonic)
+
+
+class ModelRuntime:
+    """Owns the one model of a handler: single-flight loads, use counting and scale-to-zero."""
+
+    def __init__(
+        self,
+        store: ModelStore,
+        source: str,
+        expected_sha256: str | None,
+        threads: int,
+        idle_timeout_s: float,
+        on_cold_start: Callable[[ColdStart], None],
+        on_loaded_changed: Callable[[bool], None],
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._store = store
+        self._source = source
+        self._sha256 = expected_sha256 or None
+        self._threads = threads
+        self.idle_timeout_s = idle_timeout_s
+        self._on_cold_start = on_cold_start
+        self._on_loaded_changed = on_loaded_changed
+        self._clock = clock
+        self._model: LoadedModel | None = None
+        self._load_lock = asyncio.Lock()
+        self._in_use = 0
+        self._last_used = clock()
+        self._ever_loaded = False
+        self.cold_starts = 0
+        self.last_cold_start: ColdStart | None = None
+        # Guards unload against a request picking the model up on another thread at the same moment.
+        self._unload_guard = threading.Lock()
+
+    @property
+    def loaded(self) -> LoadedModel | None:
+        return self._model
+
+    def load_blocking(self, reason: str) -> tuple[LoadedModel, ColdStart]:
+        """Fetch, create the session and run one warm-up inference; called off the event loop."""
+        phases: dict[str, float] = {}
+        start = time.perf_counter()
+        local = self._store.fetch(self._source, self._sha256)
+        t1 = time.perf_counter()
+        phases["fetch"] = (t1 - start) * 1000
+        session = create_session(local, intra_op_threads=self._threads)
+        info = describe(session, local)
+        spec = InputSpec.from_info(info)
+        t2 = time.perf_counter()
+        phases["session"] = (t2 - t1) * 1000
+        warm_input = np.zeros(
+            (1, spec.channels, spec.height, spec.width)
+            if spec.layout == "NCHW"
+            else (1, spec.height, spec.width, spec.channels),
+            dtype=spec.dtype,
+        )
+        infer(session, info.input_name, warm_input)
+        t3 = time.perf_counter()
+        phases["warmup"] = (t3 - t2) * 1000
+        cold = ColdStart(reason=reason, phases_ms=phases, total_ms=(t3 - start) * 1000)
+        return LoadedModel(local=local, info=info, session=session, spec=spec), cold
+
+    async def acquire(self, executor: Executor | None = None) -> tuple[LoadedModel, ColdStart | None]:
+        """The loaded model for one request, loading it first if needed; pair with `release`."""
+        model = self._model
+        cold: ColdStart | None = None
+        if model is None:
+            async with self._load_lock:
+                model = self._model
+                if model is None:
+                    reason = "scaled_to_zero" if self._ever_loaded else "first_request"
+                    loop = asyncio.get_running_loop()
+                    model, cold = await loop.run_in_executor(executor, self.load_blocking, reason)
+                    self._install(model, cold)
+        self._in_use += 1
+        self._last_used = self._clock()
+        return model, cold
+
+    def release(self) -> None:
+        self._in_use -= 1
+        self._last_used = self._clock()
+
+    def load_at_startup(self) -> ColdStart:
+        model, cold = self.load_blocking("startup")
+        self._install(model, cold)
+        return cold
+
+    def _install(self, model: LoadedModel, cold: ColdStart) -> None:
+        self._model = model
+        self._ever_loaded = True
+        self.cold_starts += 1
+        self.last_cold_start = cold
+        self._on_cold_start(cold)
+        self._on_loaded_changed(True)
+
+    def maybe_unload(self) -> bool:
+        """Release the session and weights when idle past the timeout; True when it did."""
+        if self._model is None or self.idle_timeout_s <= 0 or self._in_use > 0:
+            return False
+        if self._clock() - self._last_used < self.idle_timeout_s:
+            return False
+        with self._unload_guard:
+            self._model = None
+        self._on_loaded_changed(False)
+        return True
+
+    def unload(self) -> None:
+        self._model = None
+        self._on_loaded_changed(False)
+
+    async def watch_idle(self) -> None:
+        """Background task: checks often enough that a release is at most ~1/10 of the timeout late."""
+        if self.idle_timeout_s <= 0:
+            return
+        interval = min(max(self.idle_timeout_s / 10, 0.05), 1.0)
+        while True:
+            await asyncio.sleep(interval)
+            self.maybe_unload()

@@ -1,0 +1,83 @@
+"""Runs the handler under uvicorn and measures the process's own start, from creation to ready."""
+
+from __future__ import annotations
+
+import os
+import time
+
+import uvicorn
+
+from harness.handler.settings import HandlerSettings
+
+
+def process_age_s() -> float | None:
+    """Seconds since the kernel created this process (Linux), so init includes interpreter start-up."""
+    try:
+        with open("/proc/self/stat", encoding="ascii") as f:
+            # Field 22 is start time in clock ticks after boot; the command name may hold spaces.
+            fields = f.read().rsplit(")", 1)[1].split()
+        start_ticks = int(fields[19])
+        with open("/proc/uptime", encoding="ascii") as f:
+            uptime_s = float(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+    return uptime_s - start_ticks / os.sysconf("SC_CLK_TCK")
+
+
+class _Server(uvicorn.Server):
+    """uvicorn's server, noting the moment it listens: the end of the process's init."""
+
+    def __init__(self, config: uvicorn.Config, on_listening: object) -> None:
+        super().__init__(config)
+        self._on_listening = on_listening
+
+    async def startup(self, sockets: list | None = None) -> None:  # type: ignore[override]
+        await super().startup(sockets=sockets)
+        if self.started and callable(self._on_listening):
+            self._on_listening(self)
+
+
+def serve(settings: HandlerSettings, started_at: float, imports_done_at: float) -> int:
+    """Build the app, load the model (if eager), listen; returns when SIGTERM/SIGINT drained it."""
+    from harness.handler.app import InitRecord, create_app
+
+    age = process_age_s()
+    # Process creation, measured back from now; falls back to the moment our code began running.
+    created_at = time.perf_counter() - age if age is not None else started_at
+    init = InitRecord()
+    init.phases_ms["imports"] = (imports_done_at - created_at) * 1000
+    app = create_app(settings, init=init)
+    handler = app.state.handler
+
+    def on_listening(server: uvicorn.Server) -> None:
+        now = time.perf_counter()
+        cold = handler.runtime.last_cold_start
+        if cold is not None and cold.reason == "startup":
+            init.phases_ms.update(cold.phases_ms)
+        accounted = sum(init.phases_ms.values())
+        init.total_ms = (now - created_at) * 1000
+        init.phases_ms["server"] = max(init.total_ms - accounted, 0.0)
+        handler.record_process_init()
+        for sock in server.servers[0].sockets if server.servers else []:
+            host, port = sock.getsockname()[:2]
+            print(
+                f"edgeharness handler region={settings.region} pop={settings.pop_name} "
+                f"listening on http://{host}:{port} ready in {init.total_ms:.1f} ms",
+                flush=True,
+            )
+
+    config = uvicorn.Config(
+        app,
+        host=settings.host,
+        port=settings.port,
+        loop="uvloop",
+        http="httptools",
+        lifespan="on",
+        access_log=False,
+        log_level="warning",
+        timeout_graceful_shutdown=int(settings.drain_timeout) or None,
+        server_header=False,
+    )
+    server = _Server(config, on_listening)
+    server.run()
+    return 0 if server.started else 1
