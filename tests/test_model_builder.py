@@ -1,0 +1,151 @@
+"""The reference model builder: determinism, architecture, self-description, realistic scales, int8 quality."""
+
+from __future__ import annotations
+
+import json
+import pathlib
+import shutil
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from onnx import helper
+
+from harness import images
+from harness.model import builder
+from harness.model.manifest import ModelManifest, sha256_file
+from harness.model.quantize import preprocess
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory: pytest.TempPathFactory) -> tuple[pathlib.Path, list[ModelManifest]]:
+    out = tmp_path_factory.mktemp("models")
+    return out, builder.build_reference_models(out)
+
+
+@pytest.fixture(scope="module")
+def test_batch() -> np.ndarray:
+    # Pictures the calibration never saw (other seeds, other sizes) plus the real sample photo.
+    pictures = [images.synthetic_photo(320, 240, 9000 + i) for i in range(7)] + images.sample_photos()
+    return np.concatenate([preprocess(p) for p in pictures])
+
+
+def _session(path: pathlib.Path) -> ort.InferenceSession:
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+def _softmax(logits: np.ndarray) -> np.ndarray:
+    e = np.exp(logits - logits.max(axis=1, keepdims=True))
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def test_rebuild_gives_identical_bytes(built, tmp_path):
+    first_dir, _ = built
+    builder.build_reference_models(tmp_path, force=True)
+    for name in ("mobilenetv2-fp32.onnx", "mobilenetv2-int8.onnx", "mobilenetv2-int8.manifest.json"):
+        assert (tmp_path / name).read_bytes() == (first_dir / name).read_bytes(), name
+
+
+def test_different_seed_gives_different_weights():
+    a, _ = builder.build_mobilenetv2(seed=0)
+    b, _ = builder.build_mobilenetv2(seed=1)
+    assert a.SerializeToString() != b.SerializeToString()
+
+
+def test_architecture_is_mobilenetv2():
+    model, parameters = builder.build_mobilenetv2()
+    # torchvision's MobileNetV2 has 3,504,872 parameters; folding BN into conv biases removes
+    # 17,056 (gamma per BN channel), leaving 3,487,816.
+    assert parameters == 3_487_816
+    ops = [n.op_type for n in model.graph.node]
+    assert ops.count("Conv") == 52
+    assert ops.count("Add") == 10  # residual connections
+    assert "BatchNormalization" not in ops
+    clips = [n for n in model.graph.node if n.op_type == "Clip"]
+    assert clips and all(n.input[1:] == ["relu6.min", "relu6.max"] for n in clips)
+    inputs = model.graph.input[0].type.tensor_type
+    assert [d.dim_value or d.dim_param for d in inputs.shape.dim] == ["batch", 3, 224, 224]
+    assert inputs.elem_type == onnx.TensorProto.FLOAT
+
+
+def test_files_and_manifests(built):
+    out, manifests = built
+    assert [m.name for m in manifests] == ["mobilenetv2-fp32", "mobilenetv2-int8"]
+    for m in manifests:
+        on_disk = ModelManifest.from_json((out / f"{m.name}.manifest.json").read_text())
+        assert on_disk == m
+        assert m.file == f"{m.name}.onnx"
+        assert m.sha256 == sha256_file(out / m.file)
+        assert m.size_bytes == (out / m.file).stat().st_size
+        assert (m.input_name, m.input_layout, m.input_dtype, m.output_name) == ("input", "NCHW", "float32", "logits")
+        assert m.input_shape == ("batch", 3, 224, 224)
+        assert m.num_classes == len(m.labels) == 1000
+        assert m.parameters == 3_487_816
+    fp32, int8 = manifests
+    assert (fp32.precision, int8.precision) == ("fp32", "int8")
+    assert int8.size_bytes < fp32.size_bytes / 3
+
+
+def test_metadata_describes_the_model(built):
+    out, _ = built
+    for name in ("mobilenetv2-fp32", "mobilenetv2-int8"):
+        meta = {p.key: p.value for p in onnx.load(str(out / f"{name}.onnx")).metadata_props}
+        assert meta["edgeharness.name"] == name
+        assert meta["edgeharness.version"] == builder.MODEL_VERSION
+        assert meta["edgeharness.layout"] == "NCHW"
+        labels = json.loads(meta["edgeharness.labels"])
+        assert len(labels) == 1000 and labels[42] == "class-0042" and len(set(labels)) == 1000
+        assert json.loads(meta["edgeharness.mean"]) == [0.485, 0.456, 0.406]
+        assert json.loads(meta["edgeharness.std"]) == [0.229, 0.224, 0.225]
+
+
+def test_skips_rebuild_when_outputs_match(built, tmp_path):
+    shutil.copytree(built[0], tmp_path, dirs_exist_ok=True)
+    model = tmp_path / "mobilenetv2-int8.onnx"
+    mtime = model.stat().st_mtime_ns
+    builder.build_reference_models(tmp_path)
+    assert model.stat().st_mtime_ns == mtime
+    model.write_bytes(b"corrupted")  # a file that no longer matches its manifest is rebuilt
+    builder.build_reference_models(tmp_path)
+    assert model.read_bytes() == (built[0] / "mobilenetv2-int8.onnx").read_bytes()
+
+
+def test_activations_neither_vanish_nor_explode(test_batch):
+    model, _ = builder.build_mobilenetv2()
+    watched = [n.output[0] for n in model.graph.node if n.op_type in ("Clip", "Add")]
+    for name in watched:
+        model.graph.output.append(helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None))
+    values = ort.InferenceSession(model.SerializeToString()).run(watched, {"input": test_batch[:2]})
+    for name, value in zip(watched, values, strict=True):
+        assert 0.2 < float(value.std()) < 3.0, f"{name}: std {value.std():.3f}"
+        if name.endswith("relu6"):
+            assert 0.01 < float((value > 0).mean()) < 0.95, f"{name}: all dead or all active"
+
+
+def test_logits_have_realistic_scale(built, test_batch):
+    out, _ = built
+    logits = _session(out / "mobilenetv2-fp32.onnx").run(None, {"input": test_batch})[0]
+    assert logits.shape == (len(test_batch), 1000)
+    assert np.all((logits.std(axis=1) > 1.0) & (logits.std(axis=1) < 6.0))
+    top = _softmax(logits).max(axis=1)
+    assert np.all(top > 5 / 1000), "softmax is nearly uniform"
+    assert np.all(top < 0.99), "softmax is one-hot"
+    # Predictions depend on the picture: not the same class for every image.
+    assert len(set(logits.argmax(axis=1).tolist())) >= len(test_batch) // 2
+
+
+def test_int8_is_statically_quantized_and_close_to_fp32(built, test_batch):
+    out, _ = built
+    model = onnx.load(str(out / "mobilenetv2-int8.onnx"))
+    ops = [n.op_type for n in model.graph.node]
+    assert "DynamicQuantizeLinear" not in ops and "ConvInteger" not in ops
+    dequantized = {n.output[0] for n in model.graph.node if n.op_type == "DequantizeLinear"}
+    convs = [n for n in model.graph.node if n.op_type in ("Conv", "Gemm")]
+    assert convs and all(n.input[0] in dequantized and n.input[1] in dequantized for n in convs)
+    fp32 = _session(out / "mobilenetv2-fp32.onnx").run(None, {"input": test_batch})[0]
+    int8 = _session(out / "mobilenetv2-int8.onnx").run(None, {"input": test_batch})[0]
+    for a, b in zip(fp32, int8, strict=True):
+        assert np.corrcoef(a, b)[0, 1] > 0.9
