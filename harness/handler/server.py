@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import time
+from collections.abc import Iterator
 
 import uvicorn
 
@@ -31,6 +34,18 @@ class _Server(uvicorn.Server):
         super().__init__(config)
         self._on_listening = on_listening
 
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        # uvicorn re-raises SIGTERM after draining, so the exit status says "killed"; a clean drain
+        # is a clean exit, so only the graceful part is kept.
+        handled = (signal.SIGINT, signal.SIGTERM)
+        previous = {sig: signal.signal(sig, self.handle_exit) for sig in handled}
+        try:
+            yield
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
     async def startup(self, sockets: list | None = None) -> None:  # type: ignore[override]
         await super().startup(sockets=sockets)
         if self.started and callable(self._on_listening):
@@ -48,6 +63,9 @@ def serve(settings: HandlerSettings, started_at: float, imports_done_at: float) 
     init.phases_ms["imports"] = (imports_done_at - created_at) * 1000
     app = create_app(settings, init=init)
     handler = app.state.handler
+    if settings.load == "eager":
+        # Loaded before listening, so a missing or broken model is a clear error, not a served 503.
+        handler.runtime.load_at_startup()
 
     def on_listening(server: uvicorn.Server) -> None:
         now = time.perf_counter()

@@ -1,0 +1,137 @@
+"""The pipeline's stages, each on its own: decode, preprocess, post-process."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from handler_fixtures import encoded, jpeg, photo, png_bomb
+from PIL import Image
+
+from harness.handler import pipeline
+from harness.handler.errors import HandlerError
+from harness.handler.pipeline import InputSpec
+
+MAX_PIXELS = 40_000_000
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def spec(layout: str = "NCHW", height: int = 224, width: int = 224) -> InputSpec:
+    mean = np.asarray(IMAGENET_MEAN, dtype=np.float32)
+    std = np.asarray(IMAGENET_STD, dtype=np.float32)
+    return InputSpec(
+        layout=layout, height=height, width=width, channels=3, dtype=np.dtype("float32"),
+        scale=(1 / (255 * std)).astype(np.float32), offset=(-mean / std).astype(np.float32),
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("fmt", "content_type"), [("JPEG", "image/jpeg"), ("PNG", "image/png"), ("WEBP", "image/webp")]
+)
+def test_decode_each_supported_format(fmt: str, content_type: str) -> None:
+    body = encoded(photo(320, 240), fmt)
+    image = pipeline.decode(body, content_type, (224, 224), MAX_PIXELS)
+    assert image.mode == "RGB"
+    assert image.size == (320, 240)
+
+
+def test_jpeg_draft_mode_decodes_at_reduced_scale_but_not_below_target() -> None:
+    image = pipeline.decode(jpeg(1280, 960), "image/jpeg", (224, 224), MAX_PIXELS)
+    # libjpeg scales by 1/2, 1/4, 1/8: the smallest that keeps both sides >= 224 is 1/4 -> 320x240.
+    assert image.size == (320, 240)
+
+
+def test_content_type_parameters_are_ignored_and_case_folded() -> None:
+    assert pipeline.media_type("Image/JPEG; charset=binary") == "image/jpeg"
+
+
+@pytest.mark.parametrize("content_type", [None, "", "text/plain", "image/gif", "application/octet-stream"])
+def test_unsupported_or_missing_content_type_is_415(content_type: str | None) -> None:
+    with pytest.raises(HandlerError) as err:
+        pipeline.media_type(content_type)
+    assert err.value.status == 415
+    assert err.value.code == "unsupported_media_type"
+
+
+def test_png_sent_as_jpeg_is_refused() -> None:
+    with pytest.raises(HandlerError) as err:
+        pipeline.decode(encoded(photo(64, 64), "PNG"), "image/jpeg", (224, 224), MAX_PIXELS)
+    assert err.value.code == "invalid_image"
+    assert "JPEG" in err.value.message
+
+
+@pytest.mark.parametrize("cut", [0.3, 0.6, 0.95])
+def test_truncated_jpeg_is_invalid_image(cut: float) -> None:
+    body = jpeg(640, 480)
+    with pytest.raises(HandlerError) as err:
+        pipeline.decode(body[: int(len(body) * cut)], "image/jpeg", (224, 224), MAX_PIXELS)
+    assert (err.value.status, err.value.code) == (400, "invalid_image")
+
+
+def test_garbage_is_invalid_image() -> None:
+    with pytest.raises(HandlerError) as err:
+        pipeline.decode(b"not an image at all" * 10, "image/png", (224, 224), MAX_PIXELS)
+    assert (err.value.status, err.value.code) == (400, "invalid_image")
+
+
+def test_empty_body_is_refused() -> None:
+    with pytest.raises(HandlerError) as err:
+        pipeline.decode(b"", "image/png", (224, 224), MAX_PIXELS)
+    assert err.value.code == "empty_body"
+
+
+@pytest.mark.parametrize("dims", [(60_000, 60_000), (7_000, 7_000)])
+def test_decompression_bomb_is_refused_before_decoding(dims: tuple[int, int]) -> None:
+    body = png_bomb(*dims)
+    assert len(body) < 200
+    with pytest.raises(HandlerError) as err:
+        pipeline.decode(body, "image/png", (224, 224), MAX_PIXELS)
+    assert (err.value.status, err.value.code) == (422, "image_too_large")
+
+
+@pytest.mark.parametrize("mode", ["L", "RGBA", "P", "CMYK"])
+def test_other_colour_modes_become_rgb(mode: str) -> None:
+    image = photo(100, 80).convert(mode)
+    fmt, ct = ("JPEG", "image/jpeg") if mode in ("L", "CMYK") else ("PNG", "image/png")
+    decoded = pipeline.decode(encoded(image, fmt), ct, (224, 224), MAX_PIXELS)
+    assert decoded.mode == "RGB"
+
+
+def test_preprocess_layouts_and_normalisation() -> None:
+    image = Image.new("RGB", (300, 200), (255, 0, 128))
+    nchw = pipeline.preprocess(image, spec("NCHW"))
+    nhwc = pipeline.preprocess(image, spec("NHWC"))
+    assert nchw.shape == (1, 3, 224, 224)
+    assert nhwc.shape == (1, 224, 224, 3)
+    assert nchw.dtype == np.float32 and nchw.flags.c_contiguous
+    expected = [(v / 255 - m) / s for v, m, s in zip((255, 0, 128), IMAGENET_MEAN, IMAGENET_STD, strict=True)]
+    np.testing.assert_allclose(nchw[0, :, 100, 100], expected, rtol=1e-5)
+    np.testing.assert_allclose(nhwc[0, 100, 100, :], expected, rtol=1e-5)
+
+
+def test_preprocess_centre_crops_to_the_model_aspect() -> None:
+    # Left third red, middle green, right third blue: a centre crop of a 3:1 image keeps only green.
+    image = Image.new("RGB", (600, 200))
+    image.paste((255, 0, 0), (0, 0, 200, 200))
+    image.paste((0, 255, 0), (200, 0, 400, 200))
+    image.paste((0, 0, 255), (400, 0, 600, 200))
+    tensor = pipeline.preprocess(image, spec("NHWC", 32, 32))
+    centre = tensor[0, :, 2:-2, :]
+    green = (1.0 - IMAGENET_MEAN[1]) / IMAGENET_STD[1]
+    np.testing.assert_allclose(centre[..., 1], green, rtol=1e-4)
+
+
+def test_postprocess_softmax_top_k_ordered() -> None:
+    logits = np.array([0.0, 3.0, 1.0, 2.0, -1.0], dtype=np.float32)
+    labels = ("a", "b", "c", "d", "e")
+    top = pipeline.postprocess(logits, labels, 3)
+    assert [p.label for p in top] == ["b", "d", "c"]
+    assert [p.index for p in top] == [1, 3, 2]
+    probs = np.exp(logits) / np.exp(logits).sum()
+    assert top[0].score == pytest.approx(float(probs[1]), rel=1e-6)
+
+
+def test_postprocess_k_larger_than_classes_and_missing_labels() -> None:
+    top = pipeline.postprocess(np.array([1.0, 2.0], dtype=np.float32), (), 10)
+    assert [p.label for p in top] == ["class-1", "class-0"]
+    assert sum(p.score for p in top) == pytest.approx(1.0)
