@@ -45,6 +45,7 @@ class Profile:
     stages: list[Stage] = field(default_factory=list)
     pop_down: list[dict[str, Any]] = field(default_factory=list)  # [{pop, at_s, until_s?}]
     process_cold_start: dict[str, Any] | None = None  # {region, repeats}
+    corpus: dict[str, Any] = field(default_factory=dict)  # {sizes: [[w, h], ...], formats: [...]}
     file: str = ""
     description: str = ""
     _tz_offsets_h: dict[str, float] = field(default_factory=dict, repr=False)
@@ -124,6 +125,7 @@ class Profile:
             "stages": [{"until_s": s.until_s, "rates": s.rates} for s in self.stages],
             "pop_down": self.pop_down,
             "process_cold_start": self.process_cold_start,
+            "corpus": self.corpus,
             "file": self.file,
             "description": self.description,
             "tz_offsets_h": self._tz_offsets_h,
@@ -182,7 +184,7 @@ def parse_profile(doc: Document, known_regions: dict[str, str] | None = None) ->
     allowed = {
         "name", "description", "shape", "regions", "duration_s", "rate", "rates", "arrival",
         "max_outstanding", "late_threshold_ms", "drain_s", "inject_rtt", "pop_idle_timeout_s",
-        "expects_cold_starts", "params", "stages", "pop_down", "process_cold_start",
+        "expects_cold_starts", "params", "stages", "pop_down", "process_cold_start", "corpus",
     }
     for key in data:
         if key not in allowed:
@@ -270,6 +272,16 @@ def parse_profile(doc: Document, known_regions: dict[str, str] | None = None) ->
         if at >= prof.duration_s:
             raise doc.error("pop_down.at_s must fall inside the run", "pop_down", i, "at_s")
         prof.pop_down.append({"pop": ev["pop"], "at_s": at, "until_s": ev.get("until_s")})
+    corpus = data.get("corpus") or {}
+    if not isinstance(corpus, dict) or not set(corpus) <= {"sizes", "formats"}:
+        raise doc.error("`corpus` may hold `sizes` ([[w, h], ...]) and `formats` (jpeg, png, webp)", "corpus")
+    for i, size in enumerate(corpus.get("sizes", [])):
+        if not (isinstance(size, list) and len(size) == 2 and all(isinstance(x, int) and x > 0 for x in size)):
+            raise doc.error("each corpus size is [width, height] in pixels", "corpus", "sizes", i)
+    for i, fmt in enumerate(corpus.get("formats", [])):
+        if fmt not in ("jpeg", "png", "webp"):
+            raise doc.error(f"unknown image format {fmt!r} (jpeg, png, webp)", "corpus", "formats", i)
+    prof.corpus = corpus
     pcs = data.get("process_cold_start")
     if pcs is not None:
         if not isinstance(pcs, dict) or pcs.get("region") not in regions:

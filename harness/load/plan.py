@@ -1,0 +1,116 @@
+"""The run plan: what every load process needs (profile, targets, routes, clock), as one JSON file.
+
+The runner writes it and passes its path in EDGE_PLAN; without one (compose, a bare `locust -f`), the
+locustfile builds it from EDGE_PROFILE, EDGE_TARGETS and EDGE_OUT.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from harness.load.profiles import Profile, load_profile
+from harness.load.regions import Catalogue, load_catalogue
+from harness.load.yamlfile import ConfigError
+
+
+@dataclass
+class Route:
+    """One PoP a client region may use, with the emulated RTT of that client-PoP pair."""
+
+    pop: str
+    url: str
+    rtt_ms: float
+    rtt_source: str
+
+
+@dataclass
+class Plan:
+    """Everything a load process needs; JSON-serialisable."""
+
+    profile: dict[str, Any]
+    targets: dict[str, str]
+    routes: dict[str, list[dict[str, Any]]]
+    out_dir: str
+    start_at: float | None = None  # wall-clock epoch of t=0; None: each process starts at its test start
+    instances_per_region: int = 1  # load processes sharing each region's arrivals (workers)
+    seed: int = 1
+    spin_ms: float = 1.0  # busy-wait this close to an intended send, since timers wake up to 1 ms late
+    corpus: dict[str, Any] = field(default_factory=dict)
+
+    def profile_obj(self) -> Profile:
+        """The profile as an object."""
+        return Profile.from_dict(self.profile)
+
+    def save(self, path: str | Path) -> None:
+        """Write the plan as JSON."""
+        Path(path).write_text(json.dumps(asdict(self), indent=2), encoding="utf-8")
+
+    @classmethod
+    def read(cls, path: str | Path) -> Plan:
+        """Read a plan written by save()."""
+        return cls(**json.loads(Path(path).read_text(encoding="utf-8")))
+
+
+def parse_targets(items: list[str] | str, where: str = "--target") -> dict[str, str]:
+    """`REGION=URL` items (or one comma-separated string) as a mapping; ConfigError on a bad one."""
+    if isinstance(items, str):
+        items = [x for x in items.split(",") if x.strip()]
+    out: dict[str, str] = {}
+    for item in items:
+        region, sep, url = item.strip().partition("=")
+        if not sep or not region or not url.startswith(("http://", "https://")):
+            raise ConfigError(where, None, f"bad target {item!r}: use REGION=http://host:port")
+        out[region] = url.rstrip("/")
+    return out
+
+
+def routes_for(profile: Profile, targets: dict[str, str], catalogue: Catalogue) -> dict[str, list[dict]]:
+    """For each client region, every target PoP from nearest to farthest with its emulated RTT."""
+    routes: dict[str, list[dict]] = {}
+    for pop in targets:
+        catalogue.region(pop)  # a PoP must be a catalogue region, so that its RTTs are known
+    for client in profile.regions:
+        ordered = catalogue.by_distance(client, list(targets))
+        routes[client] = [
+            asdict(Route(pop, targets[pop], catalogue.rtt(client, pop).ms, catalogue.rtt(client, pop).source))
+            for pop in ordered
+        ]
+    return routes
+
+
+def build_plan(profile: Profile, targets: dict[str, str], out_dir: str | Path, *,
+               catalogue: Catalogue | None = None, start_at: float | None = None,
+               instances_per_region: int = 1, seed: int = 1) -> Plan:
+    """A plan for `profile` against `targets` (PoP region -> base URL)."""
+    cat = catalogue or load_catalogue()
+    if not targets:
+        raise ConfigError("--target", None, "no targets: give at least one REGION=URL")
+    return Plan(
+        profile=profile.to_dict(),
+        targets=targets,
+        routes=routes_for(profile, targets, cat),
+        out_dir=str(out_dir),
+        start_at=start_at,
+        instances_per_region=instances_per_region,
+        seed=seed,
+    )
+
+
+def plan_from_env(env: dict[str, str] | None = None) -> Plan:
+    """The plan named by EDGE_PLAN, else one built from EDGE_PROFILE, EDGE_TARGETS, EDGE_OUT."""
+    env = dict(os.environ if env is None else env)
+    if env.get("EDGE_PLAN"):
+        return Plan.read(env["EDGE_PLAN"])
+    cat = load_catalogue(env.get("EDGE_REGIONS") or None)
+    profile = load_profile(env.get("EDGE_PROFILE", "smoke"), {k: r.tz for k, r in cat.regions.items()})
+    if env.get("EDGE_DURATION"):
+        from harness.load.profiles import scaled
+
+        profile = scaled(profile, float(env["EDGE_DURATION"]))
+    targets = parse_targets(env.get("EDGE_TARGETS", ""), "EDGE_TARGETS")
+    return build_plan(profile, targets, env.get("EDGE_OUT", "out"), catalogue=cat,
+                      instances_per_region=int(env.get("EDGE_INSTANCES_PER_REGION", "1")))
