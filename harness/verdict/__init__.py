@@ -1,0 +1,1 @@
+"""The verdict: SLO files, their checks against a run's figures, and the run's validity."""
