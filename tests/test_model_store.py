@@ -8,6 +8,7 @@ import json
 import pathlib
 import socket
 import threading
+import time
 from collections.abc import Iterator
 
 import numpy as np
@@ -71,6 +72,8 @@ class _Server:
 
             def do_GET(self) -> None:
                 server.requests.append(self.path)
+                if self.path.startswith("/slow/"):
+                    time.sleep(1.0)  # longer than the tests' timeout
                 super().do_GET()
 
             def log_message(self, format: str, *args: object) -> None:
@@ -226,6 +229,15 @@ def test_download_unreachable(tmp_path):
     with pytest.raises(ModelError, match=r"download failed: ConnectError: .*[Rr]efused") as err:
         ModelStore(tmp_path / "cache", timeout_s=5).fetch(url)
     assert err.value.model == url
+
+
+def test_download_timeout(served, tmp_path):
+    server, _ = served
+    url = f"{server.url}/slow/m.onnx"
+    with pytest.raises(ModelError, match=r"download timed out after 0.2 s") as err:
+        ModelStore(tmp_path / "cache", timeout_s=0.2).fetch(url)
+    assert err.value.model == url
+    assert list((tmp_path / "cache").iterdir()) == []
 
 
 # describe()

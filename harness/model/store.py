@@ -12,6 +12,7 @@ import os
 import pathlib
 import re
 import tempfile
+import time
 import urllib.parse
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -141,7 +142,11 @@ class ModelStore:
                         if response.status_code != 200:
                             reason = f" {response.reason_phrase}" if response.reason_phrase else ""
                             raise ModelError(source, f"download failed: HTTP {response.status_code}{reason}")
+                        # httpx's timeout bounds each read; a deadline also bounds a server that trickles.
+                        deadline = time.monotonic() + self.timeout_s
                         for chunk in response.iter_bytes(_CHUNK):
+                            if time.monotonic() > deadline:
+                                raise httpx.ReadTimeout("download exceeded its deadline")
                             digest.update(chunk)
                             out.write(chunk)
                             size += len(chunk)
