@@ -14,6 +14,7 @@ from opentelemetry import trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.applications import Starlette
+from starlette.background import BackgroundTask
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -27,9 +28,10 @@ from harness.handler.lifecycle import ColdStart, LoadedModel, ModelRuntime
 from harness.handler.openapi import MAX_TOP_K, openapi_document
 from harness.handler.settings import HandlerSettings
 from harness.handler.telemetry import Telemetry, TelemetrySettings
-from harness.model.store import ModelError, ModelStore
+from harness.model.store import ModelError, ModelInfo, ModelStore
 
 CLASSIFY_ROUTE = "/v1/classify"
+STAGES = ("decode", "preprocess", "inference", "postprocess")
 DEFAULT_TOP_K = 5
 
 
@@ -49,6 +51,20 @@ class StageTimes:
 
     def ms(self) -> dict[str, float]:
         return {name: (end - start) / 1e6 for name, start, end in self.marks}
+
+
+@dataclass
+class Outcome:
+    """What one classify request did, gathered on the request path and recorded after the response."""
+
+    start_ns: int
+    status: int = 500
+    error_code: str | None = None
+    duration_s: float = 0.0
+    queue_s: float | None = None
+    cold_kind: str | None = None  # "process" (first request of the process), "model" (a load), or None
+    model: ModelInfo | None = None
+    stages: StageTimes = field(default_factory=StageTimes)
 
 
 def run_pipeline(
@@ -93,6 +109,8 @@ class Handler:
         self.served = 0
         self.draining = False
         self._base_attrs = {"http.request.method": "POST", "http.route": CLASSIFY_ROUTE}
+        self._stage_attrs = {name: {"edgeharness.stage": name} for name in STAGES}
+        telemetry.observe_load(lambda: self.admission.active, lambda: self.admission.waiting)
 
     # -- lifecycle -------------------------------------------------------------------------------------
 
@@ -129,41 +147,19 @@ class Handler:
     # -- endpoints -------------------------------------------------------------------------------------
 
     async def classify(self, request: Request) -> Response:
-        start_ns = time.time_ns()
+        outcome = Outcome(start_ns=time.time_ns())
         start = time.perf_counter()
-        parent = self.telemetry.extract_context(request.headers)
-        span = self.telemetry.tracer.start_span(
-            f"POST {CLASSIFY_ROUTE}", context=parent, kind=SpanKind.SERVER, start_time=start_ns,
-            attributes={**self._base_attrs, "url.path": request.url.path},
-        )  # fmt: skip
-        cold_kind: str | None = None
-        status = 500
-        error_code: str | None = None
-        self.instruments.active_requests.add(1, self._base_attrs)
         try:
-            response, cold_kind = await self._classify(request, span, start)
-            status = response.status_code
-            return response
+            response = await self._classify(request, outcome, start)
         except HandlerError as exc:
-            status, error_code = exc.status, exc.code
-            if exc.code == "overloaded":
-                self.instruments.shed_requests.add(1, {"cloud.region": self.settings.region})
-            span.set_attribute("error.type", exc.code)
-            return _error_response(exc)
-        finally:
-            self.instruments.active_requests.add(-1, self._base_attrs)
-            cold = cold_kind is not None
-            attrs: dict[str, Any] = {**self._base_attrs, "http.response.status_code": status, "faas.coldstart": cold}
-            if error_code:
-                attrs["error.type"] = error_code
-            self.instruments.request_duration.record(time.perf_counter() - start, attrs)
-            span.set_attribute("http.response.status_code", status)
-            span.set_attribute("faas.coldstart", cold)
-            if status >= 500:
-                span.set_status(Status(StatusCode.ERROR, error_code))
-            span.end()
+            outcome.status, outcome.error_code = exc.status, exc.code
+            response = _error_response(exc)
+        outcome.duration_s = time.perf_counter() - start
+        # Spans and metrics are recorded after the response is sent: telemetry never delays the answer.
+        response.background = BackgroundTask(self._record_request, request.headers, outcome)
+        return response
 
-    async def _classify(self, request: Request, span: trace.Span, start: float) -> tuple[Response, str | None]:
+    async def _classify(self, request: Request, outcome: Outcome, start: float) -> Response:
         if self.draining:
             raise errors.draining()
         top_k = _parse_top_k(request.query_params.getlist("top_k"))
@@ -172,8 +168,7 @@ class Handler:
         if not body:
             raise errors.empty_body()
 
-        queue_s = await self.admission.enter()
-        self.instruments.queue_duration.record(queue_s)
+        outcome.queue_s = await self.admission.enter()
         service_start = time.perf_counter()
         cold: ColdStart | None = None
         try:
@@ -181,55 +176,83 @@ class Handler:
                 model, cold = await self.runtime.acquire(self.executor)
             except ModelError as exc:
                 raise errors.model_unavailable(str(exc)) from exc
+            outcome.model = model.info
             try:
-                times = StageTimes()
                 loop = asyncio.get_running_loop()
                 predictions = await loop.run_in_executor(
                     self.executor, run_pipeline, model, body, content_type, top_k,
-                    self.settings.max_image_pixels, times,
+                    self.settings.max_image_pixels, outcome.stages,
                 )  # fmt: skip
             finally:
                 self.runtime.release()
-                self._record_stages(span, times)
         finally:
             self.admission.leave(time.perf_counter() - service_start)
 
         self.served += 1
         first = self.served == 1
-        cold_kind = "model" if cold is not None else ("process" if first else None)
+        outcome.cold_kind = "model" if cold is not None else ("process" if first else None)
         phases = cold.phases_ms if cold is not None else (self.init.phases_ms if first else None)
-        if cold_kind is not None:
-            self.instruments.coldstarts.add(1, {"edgeharness.coldstart.kind": cold_kind})
-        stage_ms = times.ms()
-        timings = {"queue": queue_s * 1000, **stage_ms, "total": (time.perf_counter() - start) * 1000}
+        timings = {
+            "queue": outcome.queue_s * 1000,
+            **outcome.stages.ms(),
+            "total": (time.perf_counter() - start) * 1000,
+        }
         if cold is not None:
             timings["cold_start"] = cold.total_ms
-        span.set_attribute("edgeharness.model.name", model.info.name)
-        span.set_attribute("edgeharness.model.version", model.info.version)
         body_out = {
             "region": self.settings.region,
             "pop": self.settings.pop_name,
-            "cold_start": cold_kind is not None,
+            "cold_start": outcome.cold_kind is not None,
             "model": {"name": model.info.name, "version": model.info.version, "sha256": model.info.sha256},
             "top_k": [{"label": p.label, "index": p.index, "score": p.score} for p in predictions],
             "timings_ms": {k: round(v, 4) for k, v in timings.items()},
             "cold_start_phases_ms": {k: round(v, 4) for k, v in phases.items()} if phases else None,
         }
         headers = {
-            "X-Cold-Start": "true" if cold_kind else "false",
+            "X-Cold-Start": "true" if outcome.cold_kind else "false",
             "Server-Timing": ", ".join(f"{k};dur={v:.3f}" for k, v in timings.items()),
         }
-        return JSONResponse(body_out, headers=headers), cold_kind
+        outcome.status = 200
+        return JSONResponse(body_out, headers=headers)
 
-    def _record_stages(self, span: trace.Span, times: StageTimes) -> None:
+    def _record_request(self, headers: Any, outcome: Outcome) -> None:
+        """The request's server span, its stage spans and its metrics, from the marks taken on the way."""
+        ins = self.instruments
+        cold = outcome.cold_kind is not None
+        attrs: dict[str, Any] = {
+            **self._base_attrs,
+            "http.response.status_code": outcome.status,
+            "faas.coldstart": cold,
+        }
+        if outcome.error_code:
+            attrs["error.type"] = outcome.error_code
+            if outcome.error_code == "overloaded":
+                ins.shed_requests.add(1)
+        ins.request_duration.record(outcome.duration_s, attrs)
+        if outcome.queue_s is not None:
+            ins.queue_duration.record(outcome.queue_s)
+        if outcome.cold_kind is not None:
+            ins.coldstarts.add(1, {"edgeharness.coldstart.kind": outcome.cold_kind})
+        for name, start_ns, end_ns in outcome.stages.marks:
+            ins.stage_duration.record((end_ns - start_ns) / 1e9, self._stage_attrs[name])
+            if name == "inference" and outcome.model is not None:
+                ins.inference_duration.record((end_ns - start_ns) / 1e9, {"edgeharness.model.name": outcome.model.name})
+
+        span_attrs = {**attrs, "url.path": CLASSIFY_ROUTE}
+        if outcome.model is not None:
+            span_attrs["edgeharness.model.name"] = outcome.model.name
+            span_attrs["edgeharness.model.version"] = outcome.model.version
+        tracer = self.telemetry.tracer
+        span = tracer.start_span(
+            f"POST {CLASSIFY_ROUTE}", context=self.telemetry.extract_context(headers), kind=SpanKind.SERVER,
+            start_time=outcome.start_ns, attributes=span_attrs,
+        )  # fmt: skip
+        if outcome.status >= 500:
+            span.set_status(Status(StatusCode.ERROR, outcome.error_code))
         ctx = trace.set_span_in_context(span)
-        model_attrs = {"edgeharness.model.name": self.settings.model}
-        for name, start_ns, end_ns in times.marks:
-            self.instruments.stage_duration.record((end_ns - start_ns) / 1e9, {"edgeharness.stage": name})
-            child = self.telemetry.tracer.start_span(name, context=ctx, start_time=start_ns)
-            child.end(end_time=end_ns)
-            if name == "inference":
-                self.instruments.inference_duration.record((end_ns - start_ns) / 1e9, model_attrs)
+        for name, start_ns, end_ns in outcome.stages.marks:
+            tracer.start_span(name, context=ctx, start_time=start_ns).end(end_time=end_ns)
+        span.end(end_time=outcome.start_ns + int(outcome.duration_s * 1e9))
 
     async def healthz(self, _request: Request) -> Response:
         return JSONResponse({"status": "alive", "region": self.settings.region, "pop": self.settings.pop_name})

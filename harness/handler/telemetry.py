@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import logging
+import threading
+import time
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -50,6 +53,44 @@ TELEMETRY_DROPPED = "edgeharness.telemetry.dropped"
 
 # The resource attributes copied onto every /metrics series, so a scrape alone tells region and PoP apart.
 LABELLED_RESOURCE_ATTRIBUTES = frozenset({"cloud.region", "edgeharness.pop", "service.instance.id"})
+
+
+# Loggers that speak once per failed export: with the collector down they would flood the log.
+_EXPORT_LOGGERS = (
+    "opentelemetry.exporter.otlp.proto.http.trace_exporter",
+    "opentelemetry.exporter.otlp.proto.http.metric_exporter",
+    "opentelemetry.sdk._shared_internal",
+)
+
+
+class _RateLimit(logging.Filter):
+    """Lets one record through per interval and says how many it held back; drops are counted anyway."""
+
+    def __init__(self, interval_s: float = 60.0) -> None:
+        super().__init__()
+        self._interval_s = interval_s
+        self._next = 0.0
+        self._held = 0
+        self._lock = threading.Lock()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        with self._lock:
+            now = time.monotonic()
+            if now < self._next:
+                self._held += 1
+                return False
+            if self._held:
+                record.msg = f"{record.msg} (and {self._held} similar messages in the last {self._interval_s:.0f} s)"
+            self._next, self._held = now + self._interval_s, 0
+            return True
+
+
+def quiet_export_logs(interval_s: float = 60.0) -> None:
+    """Rate-limits the exporters' failure logs (idempotent)."""
+    for name in _EXPORT_LOGGERS:
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, _RateLimit) for f in logger.filters):
+            logger.addFilter(_RateLimit(interval_s))
 
 
 @dataclass(frozen=True)
@@ -162,12 +203,6 @@ class Instruments:
         self.init_phase_duration = meter.create_histogram(
             INIT_PHASE_DURATION, unit="s", description="Duration of each initialization phase."
         )
-        self.active_requests = meter.create_up_down_counter(
-            ACTIVE_REQUESTS, unit="{request}", description="Number of active HTTP server requests."
-        )
-        self.queued_requests = meter.create_up_down_counter(
-            QUEUED_REQUESTS, unit="{request}", description="Requests waiting for a free slot."
-        )
         self.shed_requests = meter.create_counter(
             SHED_REQUESTS, unit="{request}", description="Requests refused with 503 because of overload."
         )
@@ -204,6 +239,7 @@ class Telemetry:
                 "faas.name": settings.service_name,
             }
         )
+        quiet_export_logs()
         dropped_ref: list[metrics.Counter] = []
         readers: list[Any] = [
             PrometheusMetricReader(
@@ -233,6 +269,7 @@ class Telemetry:
         ]
         meter_provider = MeterProvider(metric_readers=readers, resource=resource, views=views)
         meter = meter_provider.get_meter("edgeharness.handler", settings.service_version)
+        self._meter = meter
         self.instruments = Instruments(meter)
         dropped_ref.append(self.instruments.telemetry_dropped)
         meter.create_observable_gauge(
@@ -265,6 +302,23 @@ class Telemetry:
         if provider is None:
             raise RuntimeError("telemetry is disabled")
         provider.add_span_processor(processor)
+
+    def observe_load(self, active: Callable[[], int], queued: Callable[[], int]) -> None:
+        """In-flight and queued requests, read when metrics are collected: nothing to do per request."""
+        if not self.settings.enabled:
+            return
+        self._meter.create_observable_up_down_counter(
+            ACTIVE_REQUESTS,
+            callbacks=[lambda _o: [metrics.Observation(active())]],
+            unit="{request}",
+            description="Number of active HTTP server requests.",
+        )
+        self._meter.create_observable_up_down_counter(
+            QUEUED_REQUESTS,
+            callbacks=[lambda _o: [metrics.Observation(queued())]],
+            unit="{request}",
+            description="Requests waiting for a free slot.",
+        )
 
     def set_model_loaded(self, loaded: bool) -> None:
         self._model_loaded = 1 if loaded else 0
