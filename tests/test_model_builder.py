@@ -149,3 +149,23 @@ def test_int8_is_statically_quantized_and_close_to_fp32(built, test_batch):
     int8 = _session(out / "mobilenetv2-int8.onnx").run(None, {"input": test_batch})[0]
     for a, b in zip(fp32, int8, strict=True):
         assert np.corrcoef(a, b)[0, 1] > 0.9
+
+
+def test_cli_build(built, tmp_path, capsys):
+    from harness import cli
+
+    out = tmp_path / "models"
+    shutil.copytree(built[0], out)
+    assert cli.main(["model", "build", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "mobilenetv2-fp32.onnx" in printed and built[1][1].sha256 in printed
+
+
+def test_cli_build_error_exit_2(tmp_path, capsys):
+    from harness import cli
+
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    assert cli.main(["model", "build", "--out", str(blocker)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and str(blocker) in err

@@ -6,6 +6,7 @@ import hashlib
 import http.server
 import json
 import pathlib
+import pickle
 import socket
 import threading
 import time
@@ -132,6 +133,13 @@ def test_fetch_local_path_verifies_hash(tiny, tmp_path):
         store.fetch(str(tiny), "ab" * 32)
     assert err.value.model == str(tiny)
     assert str(err.value) == f"model {str(tiny)!r}: sha256 mismatch: expected {'ab' * 32}, got {good}"
+
+
+def test_model_error_names_the_model_and_pickles():
+    err = ModelError("http://x/m.onnx", "download failed: HTTP 404 Not Found")
+    assert str(err) == "model 'http://x/m.onnx': download failed: HTTP 404 Not Found"
+    copy = pickle.loads(pickle.dumps(err))
+    assert (copy.model, copy.message, str(copy)) == (err.model, err.message, str(err))
 
 
 def test_missing_file(tmp_path):

@@ -43,6 +43,10 @@ class ModelError(Exception):
         self.model = model
         self.message = message
 
+    def __reduce__(self) -> tuple[type[ModelError], tuple[str, str]]:
+        # Exceptions pickle as cls(*args); ours takes (model, message), not the formatted text.
+        return type(self), (self.model, self.message)
+
 
 @dataclass(frozen=True)
 class LocalModel:
