@@ -20,7 +20,7 @@ from onnx import TensorProto, helper, numpy_helper
 from harness.model.manifest import ModelManifest, manifest_path, read_manifest, sha256_file, write_atomic
 
 OPSET = 13
-# IR 8 is what ONNX Runtime 1.14+ and most other runtimes accept; newer IRs add nothing we use.
+# IR 8 (with opset 13) loads in every ONNX Runtime this project supports and in most other runtimes.
 IR_VERSION = 8
 MODEL_VERSION = "1.0.0"
 INPUT_NAME = "input"
@@ -156,7 +156,7 @@ def build_mobilenetv2(seed: int = 0, num_classes: int = NUM_CLASSES) -> tuple[on
 
     g.nodes.append(helper.make_node("GlobalAveragePool", [x], ["pool.out"], name="pool"))
     g.nodes.append(helper.make_node("Flatten", ["pool.out"], ["flatten.out"], name="flatten", axis=1))
-    # Classifier scaled so logits spread over a few units: a peaked but not one-hot softmax.
+    # A plain random head; fit_classifier() centres and scales it on calibration images' features.
     fc_weight = g.rng.normal(0.0, 3.0 / np.sqrt(LAST_CHANNELS), (num_classes, LAST_CHANNELS)).astype(np.float32)
     fc_bias = g.rng.normal(0.0, 0.1, num_classes).astype(np.float32)
     g.constant("classifier.weight", fc_weight)
