@@ -1,0 +1,167 @@
+"""Child processes of a run (handlers, test servers, Locust): started on loopback, always cleaned up.
+
+Each child gets its own process group, so stopping it also stops whatever it spawned; a Supervisor
+stops every child it started on exit, on an exception, on Ctrl-C and on SIGTERM.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import FrameType
+from typing import IO
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A port that was free on `host` a moment ago (the child binds it right after)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+def child_env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment for children: ours, with the repository importable even when not installed."""
+    env = dict(os.environ)
+    path = env.get("PYTHONPATH", "")
+    env["PYTHONPATH"] = str(REPO_ROOT) + (os.pathsep + path if path else "")
+    env.update(extra or {})
+    return env
+
+
+@dataclass
+class Child:
+    """A started child process and its log."""
+
+    name: str
+    argv: list[str]
+    proc: subprocess.Popen[bytes]
+    log_path: Path | None
+    started: float = field(default_factory=time.monotonic)
+    _log: IO[bytes] | None = None
+
+    def alive(self) -> bool:
+        """Still running."""
+        return self.proc.poll() is None
+
+    def stop(self, timeout_s: float = 5.0) -> int | None:
+        """SIGTERM the child's group, then SIGKILL after timeout_s; returns its exit status."""
+        if self.alive():
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(timeout_s)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(5)
+        else:
+            # The leader is gone; make sure nothing it started lingers in its group.
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(self.proc.pid, signal.SIGKILL)
+        if self._log:
+            self._log.close()
+            self._log = None
+        return self.proc.returncode
+
+    def kill(self) -> None:
+        """SIGKILL the child's group at once: a PoP outage, not a graceful stop."""
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait(5)
+
+    def log_tail(self, lines: int = 20) -> str:
+        """The last lines of the child's log, for error messages."""
+        if not self.log_path or not self.log_path.exists():
+            return ""
+        text = self.log_path.read_text(encoding="utf-8", errors="replace").splitlines()
+        return "\n".join(text[-lines:])
+
+
+class Supervisor:
+    """Starts children and guarantees they stop; use as a context manager."""
+
+    def __init__(self) -> None:
+        self.children: list[Child] = []
+        self._old_term: signal.Handlers | None = None
+
+    def __enter__(self) -> Supervisor:
+        # SIGTERM becomes KeyboardInterrupt so the same cleanup path runs as for Ctrl-C.
+        with contextlib.suppress(ValueError):  # not the main thread: leave signals alone
+            self._old_term = signal.signal(signal.SIGTERM, _raise_interrupt)  # type: ignore[assignment]
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop_all()
+        if self._old_term is not None:
+            with contextlib.suppress(ValueError):
+                signal.signal(signal.SIGTERM, self._old_term)
+
+    def start(self, name: str, argv: Sequence[str], *, log_path: Path | None = None,
+              env: dict[str, str] | None = None, cwd: Path | None = None) -> Child:
+        """Start `argv` in its own process group, output to log_path (or discarded)."""
+        log = log_path.open("ab") if log_path else None
+        proc = subprocess.Popen(
+            list(argv), stdin=subprocess.DEVNULL, stdout=log or subprocess.DEVNULL, stderr=subprocess.STDOUT,
+            env=child_env(env), cwd=str(cwd or REPO_ROOT), start_new_session=True,
+        )
+        child = Child(name, list(argv), proc, log_path, _log=log)
+        self.children.append(child)
+        return child
+
+    def stop_all(self) -> None:
+        """Stop every child, newest first."""
+        for child in reversed(self.children):
+            child.stop()
+
+
+def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def http_ok(url: str, timeout_s: float = 1.0) -> bool:
+    """GET url answers 200."""
+    try:
+        with urllib.request.urlopen(url, timeout=timeout_s) as resp:
+            return resp.status == 200
+    except (urllib.error.URLError, OSError):
+        return False
+
+
+def wait_ready(url: str, child: Child | None, timeout_s: float, path: str = "/readyz") -> float:
+    """Poll url+path until 200; seconds it took. RuntimeError (with the log tail) if the child dies or
+    the time runs out."""
+    start = time.monotonic()
+    while time.monotonic() - start < timeout_s:
+        if child is not None and not child.alive():
+            raise RuntimeError(f"{child.name} exited with status {child.proc.returncode} before it was "
+                               f"ready:\n{child.log_tail()}")
+        if http_ok(url + path, timeout_s=1.0):
+            return time.monotonic() - start
+        time.sleep(0.05)
+    tail = child.log_tail() if child else ""
+    raise RuntimeError(f"{url}{path} not ready after {timeout_s:g} s\n{tail}")
+
+
+def python() -> str:
+    """The interpreter running us: children use the same environment."""
+    return sys.executable
+
+
+@contextlib.contextmanager
+def supervised() -> Iterator[Supervisor]:
+    """`with supervised() as sup:` — a Supervisor that stops its children whatever happens."""
+    sup = Supervisor()
+    with sup:
+        yield sup

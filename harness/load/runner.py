@@ -1,0 +1,366 @@
+"""`edgeharness run`: start a PoP per region, drive a profile at them with Locust, judge and report.
+
+Data flow: runner -> plan.json -> Locust (loadtests/locustfile.py, a subprocess, optionally master and
+workers) -> raw/samples-*.csv -> recorder (HDR) -> verdict (SLO file) -> results.json, report.html.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import shutil
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from harness.load.plan import Plan, build_plan
+from harness.load.processes import REPO_ROOT, Child, Supervisor, free_port, python, wait_ready
+from harness.load.profiles import Profile, load_profile, scaled
+from harness.load.regions import Catalogue, load_catalogue
+from harness.load.yamlfile import ConfigError
+
+LOCUSTFILE = REPO_ROOT / "loadtests" / "locustfile.py"
+DEFAULT_MODEL = Path("models") / "mobilenetv2-int8.onnx"
+
+
+@dataclass
+class RunSettings:
+    """Everything `edgeharness run` was asked to do (recorded in results.json)."""
+
+    profile: str = "smoke"
+    slo: str | None = None
+    duration_s: float | None = None
+    out: Path = Path("runs/latest")
+    targets: dict[str, str] = field(default_factory=dict)  # external PoPs; empty: start our own
+    workers: int = 0  # 0: one Locust process; N: a master and N workers
+    backend: str = "handler"  # what local PoPs run: the reference handler, or the known-latency testserver
+    testserver_delay: str = "lognormal:3:0.3"
+    model: str = str(DEFAULT_MODEL)
+    regions_file: str | None = None
+    rate: float | None = None  # override the profile's base rate (req/s per region)
+    seed: int = 1
+    start_lead_s: float = 6.0  # Locust start-up and corpus building happen before t=0
+    handler_args: list[str] = field(default_factory=list)
+    quiet: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-friendly settings."""
+        d = dict(vars(self))
+        d["out"] = str(self.out)
+        return d
+
+
+@dataclass
+class Pop:
+    """A PoP of this run: its region, URL and (when we started it) its process."""
+
+    region: str
+    url: str
+    child: Child | None = None
+    port: int = 0
+    ready_s: float | None = None
+    events: list[dict[str, Any]] = field(default_factory=list)
+
+
+class Run:
+    """One run: settings in, exit code out; everything on disk under settings.out."""
+
+    def __init__(self, settings: RunSettings, console: Any = None) -> None:
+        from rich.console import Console
+
+        self.s = settings
+        # Off a terminal (CI, pipes) rich would wrap tables at 80 columns; give them room.
+        self.console = console or Console(highlight=False, width=None if sys.stdout.isatty() else 150)
+        self.out = Path(settings.out)
+        self.catalogue: Catalogue = load_catalogue(settings.regions_file)
+        tz = {name: r.tz for name, r in self.catalogue.regions.items()}
+        profile = load_profile(settings.profile, tz)
+        if settings.duration_s:
+            profile = scaled(profile, settings.duration_s)
+        if settings.rate is not None:
+            profile.rate = settings.rate
+            profile.rates = {}
+        self.profile: Profile = profile
+        from harness.verdict.slo import load_slo
+
+        self.slo = load_slo(settings.slo)
+        for pop in settings.targets:
+            if pop not in self.catalogue.regions:
+                raise ConfigError("--target", None, f"unknown region {pop!r} in --target (catalogue "
+                                  f"{self.catalogue.file}: {', '.join(sorted(self.catalogue.regions))})")
+        self.pops: dict[str, Pop] = {}
+        self.t0: float | None = None
+
+    # -- PoPs -------------------------------------------------------------------------------------------
+
+    def pop_argv(self, region: str, port: int, *, load: str = "eager") -> list[str]:
+        """The command line of a local PoP for `region` on `port`."""
+        if self.s.backend == "testserver":
+            idle = self.profile.pop_idle_timeout_s or 0
+            return [python(), "-m", "harness.load.testserver", "--region", region, "--port", str(port),
+                    "--delay", self.s.testserver_delay, "--idle-timeout", str(idle), "--cold-ms", "30"]
+        argv = [python(), "-m", "harness", "serve", "--region", region, "--host", "127.0.0.1",
+                "--port", str(port), "--model", self.s.model, "--load", load]
+        if self.profile.pop_idle_timeout_s:
+            argv += ["--idle-timeout", str(self.profile.pop_idle_timeout_s)]
+        return argv + list(self.s.handler_args)
+
+    def ensure_model(self, sup: Supervisor) -> None:
+        """Build the reference model if the handler backend needs it and it is missing."""
+        if self.s.backend != "handler" or self.s.targets or "://" in self.s.model:
+            return
+        if Path(self.s.model).exists():
+            return
+        if Path(self.s.model) != DEFAULT_MODEL:
+            raise ConfigError(self.s.model, None, "model file not found")
+        self.say(f"building the reference model into {DEFAULT_MODEL.parent}/ (once)")
+        child = sup.start("model-build", [python(), "-m", "harness", "model", "build", "--out",
+                                          str(DEFAULT_MODEL.parent)], log_path=self.out / "model-build.log",
+                          cwd=Path.cwd())
+        code = child.proc.wait(900)
+        if code != 0 or not Path(self.s.model).exists():
+            raise RuntimeError(f"model build failed (status {code}):\n{child.log_tail()}")
+
+    def start_pops(self, sup: Supervisor) -> None:
+        """Start one local PoP per client region, or adopt the given targets."""
+        if self.s.targets:
+            self.pops = {r: Pop(r, url) for r, url in self.s.targets.items()}
+            return
+        logs = self.out / "logs"
+        logs.mkdir(parents=True, exist_ok=True)
+        for region in self.profile.regions:
+            port = free_port()
+            child = sup.start(f"pop-{region}", self.pop_argv(region, port), log_path=logs / f"pop-{region}.log",
+                              cwd=Path.cwd())
+            self.pops[region] = Pop(region, f"http://127.0.0.1:{port}", child, port)
+        timeout = 180.0 if self.s.backend == "handler" else 20.0
+        for pop in self.pops.values():
+            pop.ready_s = wait_ready(pop.url, pop.child, timeout)
+            self.say(f"PoP {pop.region:<14} {pop.url}  ready in {pop.ready_s:.2f} s")
+
+    # -- Locust -----------------------------------------------------------------------------------------
+
+    def start_locust(self, sup: Supervisor, plan_path: Path) -> list[Child]:
+        """Locust headless: one process, or a master plus `workers` workers on loopback."""
+        env = {"EDGE_PLAN": str(plan_path)}
+        common = ["-m", "locust", "-f", str(LOCUSTFILE), "--csv", str(self.out / "locust"),
+                  "--loglevel", "WARNING", "--exit-code-on-error", "0"]
+        logs = self.out / "logs"
+        if self.s.workers <= 0:
+            return [sup.start("locust", [python(), *common, "--headless", "--only-summary"],
+                              log_path=logs / "locust.log", env=env, cwd=Path.cwd())]
+        port = free_port()
+        master = sup.start("locust-master", [
+            python(), *common, "--headless", "--only-summary", "--master", "--master-bind-host", "127.0.0.1",
+            "--master-bind-port", str(port), "--expect-workers", str(self.s.workers),
+        ], log_path=logs / "locust-master.log", env=env, cwd=Path.cwd())
+        children = [master]
+        for i in range(self.s.workers):
+            children.append(sup.start(f"locust-worker-{i}", [
+                python(), "-m", "locust", "-f", str(LOCUSTFILE), "--worker", "--master-host", "127.0.0.1",
+                "--master-port", str(port), "--loglevel", "WARNING",
+            ], log_path=logs / f"locust-worker-{i}.log", env=env, cwd=Path.cwd()))
+        return children
+
+    def progress(self) -> dict[str, Any]:
+        """Live counters summed over every load process's progress file."""
+        total: dict[str, dict[str, int]] = {}
+        for f in (self.out / "raw").glob("progress-*.json"):
+            try:
+                data = json.loads(f.read_text(encoding="utf-8"))
+            except (OSError, ValueError):
+                continue
+            for region, c in data.get("regions", {}).items():
+                acc = total.setdefault(region, {})
+                for k, v in c.items():
+                    acc[k] = acc.get(k, 0) + int(v)
+        return total
+
+    def apply_events(self, now_s: float) -> None:
+        """PoP outages due by `now_s` (seconds from t=0): kill the PoP's process."""
+        for ev in self.profile.pop_down:
+            pop = self.pops.get(ev["pop"])
+            if pop is None or ev.get("done") or now_s < ev["at_s"]:
+                continue
+            ev["done"] = True
+            if pop.child is None:
+                self.say(f"[yellow]cannot take down external PoP {pop.region}: skipped[/]")
+                pop.events.append({"event": "down-skipped", "at_s": round(now_s, 3)})
+                continue
+            pop.child.kill()
+            pop.events.append({"event": "down", "at_s": round(now_s, 3)})
+            self.say(f"[red]PoP {pop.region} taken down at t={now_s:.1f} s[/] (failover)")
+
+    def drive(self, sup: Supervisor) -> None:
+        """Run Locust to the end, showing progress and applying PoP events on the shared clock."""
+        from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+        plan: Plan = build_plan(self.profile, {r: p.url for r, p in self.pops.items()}, self.out,
+                                catalogue=self.catalogue, start_at=time.time() + self.s.start_lead_s,
+                                instances_per_region=max(1, self.s.workers), seed=self.s.seed)
+        plan_path = self.out / "plan.json"
+        plan.save(plan_path)
+        self.t0 = plan.start_at
+        children = self.start_locust(sup, plan_path)
+        lead = self.s.start_lead_s
+        total_s = self.profile.duration_s + self.profile.drain_s
+        deadline = time.time() + lead + total_s + 60
+        columns = [TextColumn("[bold]{task.description}"), BarColumn(), TimeElapsedColumn(),
+                   TextColumn("{task.fields[info]}")]
+        last_print = 0.0
+        with Progress(*columns, console=self.console, transient=False,
+                      disable=self.s.quiet or not self.console.is_terminal) as bar:
+            task = bar.add_task(f"{self.profile.name}", total=total_s, info="starting")
+            while children[0].alive():
+                now_s = time.time() - (self.t0 or time.time())
+                self.apply_events(now_s)
+                live = self.progress()
+                sent = sum(c.get("sent", 0) for c in live.values())
+                ok = sum(c.get("ok", 0) for c in live.values())
+                err = sum(c.get("errors", 0) for c in live.values())
+                drop = sum(c.get("dropped", 0) for c in live.values())
+                info = f"sent {sent}  ok {ok}  errors {err}  dropped {drop}"
+                bar.update(task, completed=max(0.0, min(now_s, total_s)), info=info)
+                if not self.console.is_terminal and not self.s.quiet and time.time() - last_print > 10:
+                    last_print = time.time()
+                    self.say(f"t={now_s:6.1f} s  {info}")
+                for c in children[1:]:
+                    if not c.alive():
+                        raise RuntimeError(f"{c.name} exited early:\n{c.log_tail()}")
+                if time.time() > deadline:
+                    raise RuntimeError(f"Locust did not finish in time:\n{children[0].log_tail()}")
+                time.sleep(0.25)
+        for c in children[1:]:
+            c.proc.wait(15)
+
+    # -- Cold start, process level ------------------------------------------------------------------
+
+    def process_cold_starts(self, sup: Supervisor) -> list[dict[str, Any]]:
+        """Start the region's PoP on demand `repeats` times: spawn -> alive -> ready -> first answer."""
+        spec = self.profile.process_cold_start
+        if not spec or self.s.targets:
+            return []
+        from harness.load.processes import http_ok
+
+        body, ctype = _probe_image()
+        out = []
+        for i in range(int(spec.get("repeats", 3))):
+            port = free_port()
+            url = f"http://127.0.0.1:{port}"
+            t_spawn = time.monotonic()
+            child = sup.start(f"cold-{i}", self.pop_argv(spec["region"], port, load="lazy"),
+                              log_path=self.out / "logs" / f"process-cold-{i}.log", cwd=Path.cwd())
+            try:
+                alive = wait_ready(url, child, 120, path="/healthz")
+                while not http_ok(url + "/readyz") and time.monotonic() - t_spawn < 120:
+                    time.sleep(0.01)
+                ready = time.monotonic() - t_spawn
+                status, cold_h = _post(url, body, ctype)
+                first = time.monotonic() - t_spawn
+                out.append({"region": spec["region"], "repeat": i, "alive_ms": round(alive * 1000, 1),
+                            "ready_ms": round(ready * 1000, 1), "first_response_ms": round(first * 1000, 1),
+                            "status": status, "x_cold_start": cold_h})
+                self.say(f"process cold start {i + 1}: alive {alive * 1000:.0f} ms, ready {ready * 1000:.0f} "
+                         f"ms, first response {first * 1000:.0f} ms (status {status})")
+            finally:
+                child.stop()
+        return out
+
+    # -- The whole run -------------------------------------------------------------------------------
+
+    def execute(self) -> int:
+        """Do the run; the exit code is the verdict's (0 pass, 1 fail, 2 invalid)."""
+        raw = self.out / "raw"
+        if raw.exists():
+            shutil.rmtree(raw)
+        raw.mkdir(parents=True, exist_ok=True)
+        started = time.time()
+        self.say(f"[bold]edgeharness run[/]: profile {self.profile.name} ({self.profile.shape}), "
+                 f"{len(self.profile.regions)} regions, {self.profile.duration_s:g} s -> {self.out}")
+        with Supervisor() as sup:
+            self.ensure_model(sup)
+            self.start_pops(sup)
+            self.drive(sup)
+            process_cold = self.process_cold_starts(sup)
+        return self.finish(started, process_cold)
+
+    def finish(self, started: float, process_cold: list[dict[str, Any]]) -> int:
+        """Aggregate the samples, judge, write results.json and report.html, print the table."""
+        from harness.load.recorder import aggregate, read_samples, timeseries
+        from harness.report.html import write_report
+        from harness.report.terminal import print_verdict
+        from harness.verdict.slo import evaluate
+
+        samples = read_samples(self.out)
+        figures = aggregate(samples, self.profile.late_threshold_ms)
+        measured_s = self.profile.duration_s
+        verdict = evaluate(self.slo, figures, duration_s=measured_s,
+                           expects_cold_starts=self.profile.expects_cold_starts)
+        if not samples:
+            verdict.update(status="invalid", exit_code=2, valid=False)
+            verdict["invalid_reasons"].append("no samples were recorded (see logs/locust*.log)")
+        if self.profile.expects_cold_starts and self.profile.process_cold_start and not process_cold:
+            verdict["notes"] = ["process-level cold start not measured (external targets)"]
+        results = {
+            "schema": "edgeharness.results/1",
+            "verdict": verdict,
+            "run": {
+                "settings": self.s.to_dict(),
+                "profile": self.profile.to_dict(),
+                "started_at": started,
+                "t0": self.t0,
+                "finished_at": time.time(),
+                "duration_s": measured_s,
+                "python": sys.version.split()[0],
+                "platform": platform.platform(),
+                "latency_basis": "client latency from the intended send time (open model), emulated RTT "
+                                 "excluded; e2e_latency_ms adds the emulated RTT",
+            },
+            "pops": {r: {"url": p.url, "local": p.child is not None, "ready_s": p.ready_s, "events": p.events,
+                         **figures["pops"].get(r, {})} for r, p in self.pops.items()},
+            "regions": figures["regions"],
+            "process_cold_start": process_cold,
+            "timeseries": timeseries(samples),
+            "catalogue": {
+                "file": self.catalogue.file,
+                "regions": {r: vars(self.catalogue.regions[r]) for r in sorted(set(self.profile.regions)
+                                                                              | set(self.pops))},
+            },
+        }
+        (self.out / "results.json").write_text(json.dumps(results, indent=2), encoding="utf-8")
+        write_report(results, self.out / "report.html", samples)
+        print_verdict(results, self.console)
+        self.say(f"results: {self.out / 'results.json'}   report: {self.out / 'report.html'}")
+        return int(verdict["exit_code"])
+
+    def say(self, text: str) -> None:
+        """A progress line, unless quiet."""
+        if not self.s.quiet:
+            self.console.print(text)
+
+
+def _probe_image() -> tuple[bytes, str]:
+    from harness.images import encode, synthetic_photo
+
+    return encode(synthetic_photo(320, 240, seed=7), "jpeg"), "image/jpeg"
+
+
+def _post(url: str, body: bytes, ctype: str) -> tuple[int, str]:
+    import urllib.error
+    import urllib.request
+
+    req = urllib.request.Request(url + "/v1/classify?top_k=5", data=body, method="POST",
+                                 headers={"Content-Type": ctype})
+    try:
+        with urllib.request.urlopen(req, timeout=120) as resp:
+            resp.read()
+            return resp.status, resp.headers.get("X-Cold-Start", "")
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.headers.get("X-Cold-Start", "")
+
+
+def run(settings: RunSettings) -> int:
+    """Do one run; returns its exit code."""
+    return Run(settings).execute()

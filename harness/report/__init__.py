@@ -1,0 +1,1 @@
+"""Reporting a run: the terminal verdict table and the self-contained report.html."""

@@ -1,0 +1,55 @@
+"""The per-region verdict table printed at the end of a run (rich)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+STATUS_STYLE = {"pass": "green", "fail": "bold red", "insufficient": "yellow", "not_observed": "dim"}
+
+
+def _fmt(v: Any, unit: str = "ms") -> str:
+    if v is None:
+        return "-"
+    if unit == "fraction":
+        return f"{v:.2%}"
+    return f"{v:.3f}" if v < 100 else f"{v:.1f}"
+
+
+def print_verdict(results: dict[str, Any], console: Any) -> None:
+    """Print per-region figures, every SLO check, and the verdict line."""
+    from rich.table import Table
+
+    regions = results["regions"]
+    t = Table(title="Per region (client latency in ms from intended send; warm requests)", title_justify="left")
+    for col in ("region", "PoP(s)", "ok", "err", "drop", "late", "cold", "p50", "p90", "p95", "p99",
+                "p99.9", "+RTT p50", "inference p50"):
+        t.add_column(col, justify="left" if col in ("region", "PoP(s)") else "right")
+    for name, r in regions.items():
+        c = r["counts"]
+        w = r["client_latency_ms"]["warm"]
+        pops = ", ".join(f"{p} ({v['rtt_ms']:g} ms)" for p, v in r["pops"].items())
+        t.add_row(name, pops, str(c["ok"]), str(c["errors"]), str(c["dropped"]), str(c["late"]), str(c["cold"]),
+                  _fmt(w.get("p50")), _fmt(w.get("p90")), _fmt(w.get("p95")), _fmt(w.get("p99")),
+                  _fmt(w.get("p99.9")), _fmt(r["e2e_latency_ms"]["warm"].get("p50")),
+                  _fmt(r["server_inference_ms"].get("p50")))
+    console.print(t)
+    verdict = results["verdict"]
+    checks = Table(title="SLO checks", title_justify="left")
+    for col in ("region", "metric", "pct", "threshold", "measured", "samples", "status"):
+        checks.add_column(col)
+    for ch in verdict["checks"]:
+        style = STATUS_STYLE.get(ch["status"], "")
+        checks.add_row(ch["region"], ch["metric"], ch["percentile"] or "", _fmt(ch["threshold"], ch["unit"]),
+                       _fmt(ch["measured"], ch["unit"]), f"{ch['samples']}/{ch['required_samples']}",
+                       f"[{style}]{ch['status']}[/]")
+    console.print(checks)
+    for pc in results.get("process_cold_start", []):
+        console.print(f"process cold start ({pc['region']}, #{pc['repeat'] + 1}): ready {pc['ready_ms']} ms, "
+                      f"first response {pc['first_response_ms']} ms")
+    status = verdict["status"]
+    colour = {"pass": "bold green", "fail": "bold red", "invalid": "bold yellow"}[status]
+    console.print(f"[{colour}]VERDICT: {status.upper()}[/] (exit {verdict['exit_code']})")
+    for reason in verdict["invalid_reasons"]:
+        console.print(f"  [yellow]invalid:[/] {reason}")
+    for name in verdict["failed"]:
+        console.print(f"  [red]failed:[/] {name}")
