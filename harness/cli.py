@@ -13,6 +13,7 @@ COMMAND_MODULES = (
     "harness.model.commands",
     "harness.handler.commands",
     "harness.load.commands",
+    "harness.stack.commands",
 )
 
 

@@ -1,0 +1,142 @@
+"""The telemetry pipeline's pieces as the native stack and tests run them: pins, binaries, argv, env."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+COLLECTOR_DIR = REPO_ROOT / "collector"
+VERSIONS_FILE = COLLECTOR_DIR / "versions.env"
+OTELCOL_CONFIG = COLLECTOR_DIR / "otelcol.yaml"
+OTELCOL_BINARY = COLLECTOR_DIR / "dist" / "otelcol"
+PROMETHEUS_CONFIG = COLLECTOR_DIR / "prometheus.yml"
+PROMETHEUS_FLAGS_FILE = COLLECTOR_DIR / "prometheus-flags"
+
+HOW_TO_GET_OTELCOL = "build it with `make collector` (needs Go; see collector/build.sh)"
+HOW_TO_GET_PROMETHEUS = "install Debian's package with `collector/install-prometheus.sh` (apt-get, as root)"
+
+
+class MissingComponent(RuntimeError):
+    """A binary the stack needs is not installed; the message says how to get it."""
+
+
+def read_versions(path: Path = VERSIONS_FILE) -> dict[str, str]:
+    """The KEY=VALUE pins of collector/versions.env (the file build.sh and compose both read)."""
+    versions: dict[str, str] = {}
+    for number, raw in enumerate(path.read_text().splitlines(), start=1):
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        key, sep, value = line.partition("=")
+        if not sep:
+            raise ValueError(f"{path}:{number}: not KEY=VALUE: {raw!r}")
+        versions[key.strip()] = value.strip()
+    return versions
+
+
+def collector_version() -> str:
+    """The pinned collector version, e.g. '0.159.0' (builder manifest and compose image alike)."""
+    return read_versions()["OTELCOL_VERSION"]
+
+
+def collector_image() -> str:
+    """The image compose.yaml must run for every regional collector."""
+    return f"otel/opentelemetry-collector-contrib:{collector_version()}"
+
+
+def tempo_image() -> str:
+    """The Tempo image collector/tempo.yaml is written for."""
+    return f"grafana/tempo:{read_versions()['TEMPO_VERSION']}"
+
+
+def prometheus_flags() -> list[str]:
+    """Flags every Prometheus of the harness runs with (remote-write receiver, exemplar storage)."""
+    lines = (line.split("#", 1)[0].strip() for line in PROMETHEUS_FLAGS_FILE.read_text().splitlines())
+    return [line for line in lines if line]
+
+
+def find_otelcol() -> Path | None:
+    return OTELCOL_BINARY if os.access(OTELCOL_BINARY, os.X_OK) else None
+
+
+def find_prometheus() -> Path | None:
+    found = shutil.which("prometheus")
+    return Path(found) if found else None
+
+
+def require_otelcol() -> Path:
+    found = find_otelcol()
+    if found is None:
+        raise MissingComponent(f"the OpenTelemetry Collector ({OTELCOL_BINARY}) is missing: {HOW_TO_GET_OTELCOL}")
+    return found
+
+
+def require_prometheus() -> Path:
+    found = find_prometheus()
+    if found is None:
+        raise MissingComponent(f"Prometheus is not on PATH: {HOW_TO_GET_PROMETHEUS}")
+    return found
+
+
+def prometheus_argv(binary: Path, data_dir: Path, host: str, port: int) -> list[str]:
+    return [
+        str(binary),
+        f"--config.file={PROMETHEUS_CONFIG}",
+        f"--storage.tsdb.path={data_dir}",
+        f"--web.listen-address={host}:{port}",
+        *prometheus_flags(),
+    ]
+
+
+@dataclass(frozen=True)
+class CollectorPorts:
+    otlp_grpc: int
+    otlp_http: int
+    metrics: int
+    health: int
+
+
+def collector_argv(binary: Path) -> list[str]:
+    return [str(binary), f"--config={OTELCOL_CONFIG}"]
+
+
+def collector_env(
+    *,
+    region: str,
+    ports: CollectorPorts,
+    remote_write_endpoint: str,
+    tempo_endpoint: str,
+    traces_file: Path,
+    pop: str | None = None,
+    host: str = "127.0.0.1",
+    metrics_interval: str = "15s",
+    memory_limit_mib: int = 400,
+    log_level: str = "info",
+) -> dict[str, str]:
+    """The environment collector/otelcol.yaml reads: everything that differs between regions."""
+    env = {
+        "REGION": region,
+        "PROMETHEUS_REMOTE_WRITE_ENDPOINT": remote_write_endpoint,
+        "TEMPO_OTLP_ENDPOINT": tempo_endpoint,
+        "OTELCOL_HOST": host,
+        "OTELCOL_OTLP_GRPC_PORT": str(ports.otlp_grpc),
+        "OTELCOL_OTLP_HTTP_PORT": str(ports.otlp_http),
+        "OTELCOL_METRICS_PORT": str(ports.metrics),
+        "OTELCOL_HEALTH_PORT": str(ports.health),
+        "OTELCOL_METRICS_INTERVAL": metrics_interval,
+        "OTELCOL_MEMORY_LIMIT_MIB": str(memory_limit_mib),
+        "OTELCOL_MEMORY_SPIKE_LIMIT_MIB": str(max(memory_limit_mib // 4, 1)),
+        "OTELCOL_TRACES_FILE": str(traces_file),
+        "OTELCOL_LOG_LEVEL": log_level,
+    }
+    if pop is not None:
+        env["POP"] = pop
+    return env
+
+
+def base_env() -> dict[str, str]:
+    """A clean environment for the binaries, so a developer's own REGION or OTEL_* variables do not leak in."""
+    return {key: os.environ[key] for key in ("PATH", "HOME", "TMPDIR", "LANG") if key in os.environ}

@@ -1,0 +1,310 @@
+"""`edgeharness up/down/status`: the whole pipeline as local processes, from the files compose mounts.
+
+A model server (the handlers fetch their model over HTTP from it, as from a CDN), one handler and one
+collector per region, and Prometheus, all on loopback. `up` records what it started in
+RUN_DIR/stack.json, so `down` and `status` work from another process.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import socket
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from harness.load.processes import Supervisor
+from harness.stack import components as c
+
+DEFAULT_REGIONS = ("nairobi", "paris", "san-francisco")
+DEFAULT_BASE_PORT = 19100
+STATE_FILE = "stack.json"
+MODEL_FILE = "mobilenetv2-int8.onnx"
+
+
+class StackError(RuntimeError):
+    """The stack cannot start or be found; the message says what and how to fix it."""
+
+
+@dataclass(frozen=True)
+class StackConfig:
+    regions: tuple[str, ...] = DEFAULT_REGIONS
+    run_dir: Path = Path("runs/stack")
+    host: str = "127.0.0.1"
+    base_port: int = DEFAULT_BASE_PORT
+    models_dir: Path = Path("models")
+    model_file: str = MODEL_FILE
+    idle_timeout_s: float = 0.0
+    metrics_interval: str = "2s"
+    handler_args: tuple[str, ...] = ()
+    ready_timeout_s: float = 60.0
+
+
+@dataclass
+class Service:
+    """One process of the stack: how to reach it and whether it is healthy."""
+
+    name: str
+    kind: str  # "prometheus", "model-server", "collector", "handler"
+    region: str | None
+    url: str
+    health_url: str
+    log: str
+    pid: int = 0
+    ports: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass
+class Plan:
+    """The ports and services of a stack before anything starts."""
+
+    config: StackConfig
+    prometheus_port: int
+    model_port: int
+    collectors: dict[str, c.CollectorPorts]
+    handlers: dict[str, int]
+
+    @classmethod
+    def for_config(cls, config: StackConfig) -> Plan:
+        base = config.base_port
+        collectors, handlers = {}, {}
+        for i, region in enumerate(config.regions):
+            first = base + 10 * (i + 1)
+            handlers[region] = first
+            collectors[region] = c.CollectorPorts(
+                otlp_grpc=first + 1, otlp_http=first + 2, metrics=first + 3, health=first + 4
+            )
+        return cls(config, prometheus_port=base, model_port=base + 1, collectors=collectors, handlers=handlers)
+
+    def all_ports(self) -> list[tuple[int, str]]:
+        ports = [(self.prometheus_port, "Prometheus"), (self.model_port, "model server")]
+        for region in self.config.regions:
+            ports.append((self.handlers[region], f"handler {region}"))
+            for name, port in asdict(self.collectors[region]).items():
+                ports.append((port, f"collector {region} {name}"))
+        return ports
+
+    def check_ports_free(self) -> None:
+        """A clear error naming the port and its role, before anything starts."""
+        for port, role in self.all_ports():
+            if not 0 < port < 65536:
+                raise StackError(f"port {port} for {role} is out of range; choose another --base-port")
+            with socket.socket() as sock:
+                try:
+                    sock.bind((self.config.host, port))
+                except OSError as exc:
+                    raise StackError(
+                        f"port {port} ({role}) on {self.config.host} is in use: {exc.strerror}; "
+                        f"stop what holds it or choose another --base-port"
+                    ) from None
+
+    @property
+    def prometheus_url(self) -> str:
+        return f"http://{self.config.host}:{self.prometheus_port}"
+
+    def handler_url(self, region: str) -> str:
+        return f"http://{self.config.host}:{self.handlers[region]}"
+
+
+def _model_sha256(models_dir: Path, model_file: str) -> str | None:
+    manifest = models_dir / model_file.replace(".onnx", ".manifest.json")
+    with contextlib.suppress(OSError, ValueError, KeyError):
+        return str(json.loads(manifest.read_text())["sha256"])
+    return None
+
+
+def http_ok(url: str, timeout_s: float = 1.0) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout_s) as response:
+            return 200 <= response.status < 300
+    except (urllib.error.URLError, OSError):
+        return False
+
+
+class NativeStack:
+    """Starts the services of a plan in order, waiting for each to be healthy."""
+
+    def __init__(self, config: StackConfig, supervisor: Supervisor) -> None:
+        self.config = config
+        self.plan = Plan.for_config(config)
+        self.sup = supervisor
+        self.services: list[Service] = []
+        self.run_dir = config.run_dir.resolve()
+        self.logs = self.run_dir / "logs"
+
+    def traces_file(self, region: str) -> Path:
+        return self.run_dir / "traces" / f"{region}.jsonl"
+
+    def start(self) -> list[Service]:
+        otelcol = c.require_otelcol()
+        prometheus = c.require_prometheus()
+        model = self.config.models_dir / self.config.model_file
+        if not model.exists():
+            raise StackError(
+                f"model {model} not found: build it with `edgeharness model build --out "
+                f"{self.config.models_dir}` (or `make setup`)"
+            )
+        self.plan.check_ports_free()
+        self.logs.mkdir(parents=True, exist_ok=True)
+        (self.run_dir / "traces").mkdir(exist_ok=True)
+        host = self.config.host
+
+        prom = self.plan.prometheus_url
+        self._start(
+            Service("prometheus", "prometheus", None, prom, f"{prom}/-/ready", str(self.logs / "prometheus.log"),
+                    ports={"http": self.plan.prometheus_port}),
+            c.prometheus_argv(prometheus, self.run_dir / "prometheus-data", host, self.plan.prometheus_port),
+            c.base_env(),
+        )  # fmt: skip
+        models_url = f"http://{host}:{self.plan.model_port}"
+        self._start(
+            Service("model-server", "model-server", None, models_url, f"{models_url}/{self.config.model_file}",
+                    str(self.logs / "model-server.log"), ports={"http": self.plan.model_port}),
+            [sys.executable, "-m", "http.server", str(self.plan.model_port), "--bind", host,
+             "--directory", str(self.config.models_dir.resolve())],
+            {},
+        )  # fmt: skip
+        # No Tempo natively: traces go to the file exporter (and span metrics); the Tempo exporter points
+        # at a closed port, and its bounded queue drops what it cannot send, as with Tempo down.
+        dead_tempo = f"{host}:{self.plan.config.base_port + 9}"
+        for region in self.config.regions:
+            ports = self.plan.collectors[region]
+            env = c.collector_env(
+                region=region, ports=ports, remote_write_endpoint=f"{prom}/api/v1/write",
+                tempo_endpoint=dead_tempo, traces_file=self.traces_file(region), host=host,
+                metrics_interval=self.config.metrics_interval,
+            )  # fmt: skip
+            self._start(
+                Service(f"collector-{region}", "collector", region, f"http://{host}:{ports.otlp_http}",
+                        f"http://{host}:{ports.health}/", str(self.logs / f"collector-{region}.log"),
+                        ports=asdict(ports)),
+                c.collector_argv(otelcol), {**c.base_env(), **env},
+            )  # fmt: skip
+        sha = _model_sha256(self.config.models_dir, self.config.model_file)
+        for region in self.config.regions:
+            port = self.plan.handlers[region]
+            env = {
+                "EDGE_REGION": region,
+                "EDGE_HOST": host,
+                "EDGE_PORT": str(port),
+                "EDGE_MODEL": f"{models_url}/{self.config.model_file}",
+                "EDGE_MODEL_SHA256": sha or "",
+                # Each PoP keeps its own cache, as separate edge nodes would.
+                "EDGE_MODEL_CACHE": str(self.run_dir / "cache" / region),
+                "EDGE_OTLP_ENDPOINT": f"http://{host}:{self.plan.collectors[region].otlp_http}",
+                "EDGE_IDLE_TIMEOUT": str(self.config.idle_timeout_s),
+            }
+            url = self.plan.handler_url(region)
+            self._start(
+                Service(f"handler-{region}", "handler", region, url, f"{url}/readyz",
+                        str(self.logs / f"handler-{region}.log"), ports={"http": port}),
+                [sys.executable, "-m", "harness", "serve", *self.config.handler_args], env,
+            )  # fmt: skip
+        self.write_state()
+        return self.services
+
+    def _start(self, service: Service, argv: list[str], env: dict[str, str]) -> None:
+        child = self.sup.start(service.name, argv, log_path=Path(service.log), env=env)
+        service.pid = child.proc.pid
+        self.services.append(service)
+        deadline = time.monotonic() + self.config.ready_timeout_s
+        while not http_ok(service.health_url):
+            if not child.alive():
+                raise StackError(
+                    f"{service.name} exited with status {child.proc.returncode} before it was "
+                    f"healthy; its log ({service.log}) ends:\n{child.log_tail()}"
+                )
+            if time.monotonic() > deadline:
+                raise StackError(
+                    f"{service.name} not healthy at {service.health_url} after "
+                    f"{self.config.ready_timeout_s:g} s; its log ({service.log}) ends:\n"
+                    f"{child.log_tail()}"
+                )
+            time.sleep(0.1)
+
+    def write_state(self) -> None:
+        state = {
+            "started_at": time.time(),
+            "config": {**asdict(self.config), "run_dir": str(self.config.run_dir),
+                       "models_dir": str(self.config.models_dir)},
+            "prometheus": self.plan.prometheus_url,
+            "services": [asdict(s) for s in self.services],
+        }  # fmt: skip
+        (self.run_dir / STATE_FILE).write_text(json.dumps(state, indent=2))
+
+
+def load_state(run_dir: Path) -> dict[str, Any]:
+    path = run_dir / STATE_FILE
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise StackError(f"no stack recorded in {run_dir} ({path} missing): start one with `edgeharness up`") from None
+    except ValueError as exc:
+        raise StackError(f"{path} is not valid JSON ({exc}); remove it and stop the processes by hand") from None
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # A zombie (exited, not yet reaped) counts as gone.
+    with contextlib.suppress(OSError), open(f"/proc/{pid}/stat", encoding="ascii") as f:
+        if f.read().rsplit(")", 1)[1].split()[0] == "Z":
+            return False
+    return True
+
+
+def status(run_dir: Path) -> list[dict[str, Any]]:
+    """Each recorded service: running (its process exists) and healthy (its health URL answers)."""
+    state = load_state(run_dir)
+    rows = []
+    for svc in state["services"]:
+        running = _alive(svc["pid"])
+        rows.append({**svc, "running": running, "healthy": running and http_ok(svc["health_url"])})
+    return rows
+
+
+def down(run_dir: Path, timeout_s: float = 15.0) -> list[str]:
+    """Stop every recorded service (its whole process group), newest first; returns what it stopped."""
+    state = load_state(run_dir)
+    stopped = []
+    services = list(reversed(state["services"]))
+    for svc in services:
+        if _alive(svc["pid"]):
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(svc["pid"], signal.SIGTERM)
+            stopped.append(svc["name"])
+    deadline = time.monotonic() + timeout_s
+    for svc in services:
+        while _alive(svc["pid"]) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if _alive(svc["pid"]):
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(svc["pid"], signal.SIGKILL)
+    (run_dir / STATE_FILE).unlink(missing_ok=True)
+    return stopped
+
+
+def up(config: StackConfig) -> NativeStack:
+    """Start the stack and leave it running (for `edgeharness up`); stops what it started on failure."""
+    run_dir = config.run_dir
+    if (run_dir / STATE_FILE).exists() and any(row["running"] for row in status(run_dir)):
+        raise StackError(f"a stack is already running from {run_dir}: `edgeharness down --run-dir {run_dir}` first")
+    sup = Supervisor()
+    stack = NativeStack(config, sup)
+    try:
+        stack.start()
+    except BaseException:
+        sup.stop_all()
+        raise
+    return stack
