@@ -217,7 +217,6 @@ class Handler:
 
     def _record_request(self, headers: Any, outcome: Outcome) -> None:
         """The request's server span, its stage spans and its metrics, from the marks taken on the way."""
-        ins = self.instruments
         cold = outcome.cold_kind is not None
         attrs: dict[str, Any] = {
             **self._base_attrs,
@@ -226,18 +225,6 @@ class Handler:
         }
         if outcome.error_code:
             attrs["error.type"] = outcome.error_code
-            if outcome.error_code == "overloaded":
-                ins.shed_requests.add(1)
-        ins.request_duration.record(outcome.duration_s, attrs)
-        if outcome.queue_s is not None:
-            ins.queue_duration.record(outcome.queue_s)
-        if outcome.cold_kind is not None:
-            ins.coldstarts.add(1, {"edgeharness.coldstart.kind": outcome.cold_kind})
-        for name, start_ns, end_ns in outcome.stages.marks:
-            ins.stage_duration.record((end_ns - start_ns) / 1e9, self._stage_attrs[name])
-            if name == "inference" and outcome.model is not None:
-                ins.inference_duration.record((end_ns - start_ns) / 1e9, {"edgeharness.model.name": outcome.model.name})
-
         span_attrs = {**attrs, "url.path": CLASSIFY_ROUTE}
         if outcome.model is not None:
             span_attrs["edgeharness.model.name"] = outcome.model.name
@@ -249,10 +236,27 @@ class Handler:
         )  # fmt: skip
         if outcome.status >= 500:
             span.set_status(Status(StatusCode.ERROR, outcome.error_code))
+        # Recorded with the span current, so histogram exemplars link latency samples to this trace.
+        with trace.use_span(span, end_on_exit=False):
+            self._record_metrics(attrs, outcome)
         ctx = trace.set_span_in_context(span)
         for name, start_ns, end_ns in outcome.stages.marks:
             tracer.start_span(name, context=ctx, start_time=start_ns).end(end_time=end_ns)
         span.end(end_time=outcome.start_ns + int(outcome.duration_s * 1e9))
+
+    def _record_metrics(self, attrs: dict[str, Any], outcome: Outcome) -> None:
+        ins = self.instruments
+        if outcome.error_code == "overloaded":
+            ins.shed_requests.add(1)
+        ins.request_duration.record(outcome.duration_s, attrs)
+        if outcome.queue_s is not None:
+            ins.queue_duration.record(outcome.queue_s)
+        if outcome.cold_kind is not None:
+            ins.coldstarts.add(1, {"edgeharness.coldstart.kind": outcome.cold_kind})
+        for name, start_ns, end_ns in outcome.stages.marks:
+            ins.stage_duration.record((end_ns - start_ns) / 1e9, self._stage_attrs[name])
+            if name == "inference" and outcome.model is not None:
+                ins.inference_duration.record((end_ns - start_ns) / 1e9, {"edgeharness.model.name": outcome.model.name})
 
     async def healthz(self, _request: Request) -> Response:
         return JSONResponse({"status": "alive", "region": self.settings.region, "pop": self.settings.pop_name})

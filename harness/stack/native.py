@@ -20,7 +20,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from harness.load.processes import Supervisor
+from harness.load.processes import Child, Supervisor
 from harness.stack import components as c
 
 DEFAULT_REGIONS = ("nairobi", "paris", "san-francisco")
@@ -136,6 +136,8 @@ class NativeStack:
         self.plan = Plan.for_config(config)
         self.sup = supervisor
         self.services: list[Service] = []
+        self._launch: dict[str, tuple[list[str], dict[str, str]]] = {}
+        self._children: dict[str, Child] = {}
         self.run_dir = config.run_dir.resolve()
         self.logs = self.run_dir / "logs"
 
@@ -210,10 +212,35 @@ class NativeStack:
         self.write_state()
         return self.services
 
+    def service(self, name: str) -> Service:
+        for svc in self.services:
+            if svc.name == name:
+                return svc
+        raise StackError(f"no service {name!r} in this stack ({', '.join(s.name for s in self.services)})")
+
+    def kill(self, name: str) -> None:
+        """SIGKILL one service: a crash, for fault tests."""
+        self._children[name].kill()
+
+    def restart(self, name: str) -> None:
+        """Start a stopped or killed service again, with the same ports, and wait until it is healthy."""
+        svc = self.service(name)
+        child = self._children[name]
+        if child.alive():
+            child.stop()
+        argv, env = self._launch[name]
+        self._spawn(svc, argv, env)
+        self.write_state()
+
     def _start(self, service: Service, argv: list[str], env: dict[str, str]) -> None:
-        child = self.sup.start(service.name, argv, log_path=Path(service.log), env=env)
-        service.pid = child.proc.pid
         self.services.append(service)
+        self._launch[service.name] = (argv, env)
+        self._spawn(service, argv, env)
+
+    def _spawn(self, service: Service, argv: list[str], env: dict[str, str]) -> None:
+        child = self.sup.start(service.name, argv, log_path=Path(service.log), env=env)
+        self._children[service.name] = child
+        service.pid = child.proc.pid
         deadline = time.monotonic() + self.config.ready_timeout_s
         while not http_ok(service.health_url):
             if not child.alive():
