@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds the native per-region collector, collector/dist/otelcol, with the official OpenTelemetry
 # Collector Builder at the version pinned in collector/versions.env. Reuses the binary while the pin,
-# the manifest and this script are unchanged (stamp: a hash of the three and the Go version).
+# the manifest and this script are unchanged (stamp: a hash of them and the Go version).
 #
 # Needs Go (>= the version the builder's go.mod asks for: 1.26 at 0.159.0) on PATH or in
 # /usr/local/go/bin, and the Go module proxy. Module and build caches live under .cache/go in the
@@ -52,7 +52,8 @@ check_manifest() {
 check_manifest
 
 go_version="$(go env GOVERSION)"
-want_stamp="$(cat "$here/versions.env" "$manifest" "$here/build.sh" <(echo "$go_version") | sha256sum | cut -d' ' -f1)"
+want_stamp="$(printf '%s\n' "$OTELCOL_VERSION" "$OTELCOL_PROVIDERS_VERSION" "$go_version" \
+  | cat - "$manifest" "$here/build.sh" | sha256sum | cut -d' ' -f1)"
 if [[ $force -eq 0 && -x "$binary" && -f "$stamp" && "$(cat "$stamp")" == "$want_stamp" ]]; then
   echo "build.sh: $binary is up to date (otelcol $OTELCOL_VERSION)"
   exit 0
