@@ -27,17 +27,19 @@ def constant_times(rate_at: Callable[[float], float], duration_s: float, rng: ra
     # A random phase keeps several load processes (workers) from sending in lock-step.
     due = rng.random()
     acc = 0.0
-    t = 0.0
-    while t < duration_s:
+    for i in range(math.ceil(duration_s / step_s)):
+        t = i * step_s
         r = rate_at(t)
         if r > 0:
             nxt = acc + r * step_s
             while nxt >= due:
                 # Interpolate within the step so constant arrivals are exactly 1/r apart.
-                yield t + (due - acc) / r
+                at = t + (due - acc) / r
+                if at >= duration_s:
+                    return
+                yield at
                 due += 1.0
             acc = nxt
-        t += step_s
 
 
 def schedule(rate_at: Callable[[float], float], max_rate: float, duration_s: float, arrival: str,
