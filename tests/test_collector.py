@@ -378,3 +378,21 @@ def test_cold_start_spans_reach_the_trace_pipeline(sent: SentTelemetry, region: 
     assert resource["edgeharness.pop"] == (region.pop or region.name)
     assert resource["service.name"] == region.service
     assert span["name"] == "GET /classify"
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("region", REGIONS, ids=lambda r: r.name)
+def test_exporter_queues_are_bounded(sent: SentTelemetry, prometheus_server: PrometheusServer, region: Region):
+    config = yaml.safe_load(OTELCOL_CONFIG.read_text())["exporters"]
+    expected = {
+        "otlp_grpc/tempo": float(config["otlp_grpc/tempo"]["sending_queue"]["queue_size"]),
+        "prometheus_remote_write": float(config["prometheus_remote_write"]["remote_write_queue"]["queue_size"]),
+    }
+
+    def capacities() -> dict[str, float] | None:
+        series = prometheus_server.query(f'otelcol_exporter_queue_capacity{{cloud_region="{region.name}"}}')
+        found = {s["metric"]["exporter"]: float(s["value"][1]) for s in series}
+        return found if expected.keys() <= found.keys() else None
+
+    found = wait_for(capacities, PIPELINE_WAIT_S, "otelcol_exporter_queue_capacity for both exporters")
+    assert {name: found[name] for name in expected} == expected
