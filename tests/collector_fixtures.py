@@ -32,6 +32,7 @@ OTELCOL_CONFIG = COLLECTOR_DIR / "otelcol.yaml"
 OTELCOL_BINARY = COLLECTOR_DIR / "dist" / "otelcol"
 PROMETHEUS_CONFIG = COLLECTOR_DIR / "prometheus.yml"
 PROMETHEUS_FLAGS_FILE = COLLECTOR_DIR / "prometheus-flags"
+TEMPO_CONFIG = COLLECTOR_DIR / "tempo.yaml"
 LOOPBACK = "127.0.0.1"
 
 T = TypeVar("T")

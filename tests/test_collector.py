@@ -20,6 +20,7 @@ from collector_fixtures import (
     BUILDER_MANIFEST,
     OTELCOL_CONFIG,
     PROMETHEUS_CONFIG,
+    TEMPO_CONFIG,
     CollectorPorts,
     PrometheusServer,
     RegionalCollector,
@@ -32,6 +33,7 @@ from collector_fixtures import (
     require_prometheus,
     running_collectors,
     running_prometheus,
+    tempo_image,
     validate_collector_config,
     wait_for,
 )
@@ -132,6 +134,21 @@ def test_prometheus_flags_enable_remote_write_and_exemplars():
     flags = prometheus_flags()
     assert "--web.enable-remote-write-receiver" in flags
     assert "--enable-feature=exemplar-storage" in flags
+
+
+def test_prometheus_config_needs_no_per_environment_targets():
+    config = yaml.safe_load(PROMETHEUS_CONFIG.read_text())
+    assert not config.get("scrape_configs"), "collectors remote-write their own telemetry; see collector/README.md"
+    assert config["storage"]["exemplars"]["max_exemplars"] > 0
+
+
+def test_tempo_config_is_monolithic_and_listens_beyond_localhost():
+    config = yaml.safe_load(TEMPO_CONFIG.read_text())
+    assert not {"ingester", "compactor", "ingester_client", "metrics_generator_client"} & config.keys()
+    protocols = config["distributor"]["receivers"]["otlp"]["protocols"]
+    assert protocols["grpc"]["endpoint"] == "0.0.0.0:4317"
+    assert config["storage"]["trace"]["backend"] == "local"
+    assert tempo_image() == f"grafana/tempo:{read_versions()['TEMPO_VERSION']}"
 
 
 # --- the built collector validates the config ------------------------------------------------------
