@@ -1,0 +1,142 @@
+"""`edgeharness run` end to end with real processes: handlers or known-latency servers, Locust, verdict."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.integration
+
+FAST_SLO = """
+defaults:
+  client_latency_ms: {p50: 10, p90: 25}
+  server_inference_ms: {p50: 10}
+  error_rate: 0.01
+validity:
+  min_duration_s: 8
+  min_samples: {p50: 50, p90: 60}
+"""
+
+
+def edgeharness(*args: str, timeout: float = 240) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "harness", *args], cwd=REPO, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def profile(tmp_path: Path, regions: str = "[paris]", duration: int = 10, rate: int = 10, extra: str = "") -> Path:
+    f = tmp_path / "profile.yaml"
+    f.write_text(f"name: test\nshape: steady\nregions: {regions}\nduration_s: {duration}\nrate: {rate}\n"
+                 f"drain_s: 2\ncorpus:\n  sizes: [[64, 48]]\n  formats: [jpeg]\n{extra}")
+    return f
+
+
+def slo(tmp_path: Path, text: str = FAST_SLO) -> Path:
+    f = tmp_path / "slo.yaml"
+    f.write_text(text)
+    return f
+
+
+def test_slow_target_fails_with_exit_1_naming_the_slo(tmp_path, known_server):
+    url = known_server("constant:30", region="paris")
+    out = tmp_path / "out"
+    r = edgeharness("run", "--profile", str(profile(tmp_path)), "--slo", str(slo(tmp_path)),
+                    "--target", f"paris={url}", "--out", str(out))
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert "failed: paris client_latency_ms p50 <= 10" in r.stdout
+    results = json.loads((out / "results.json").read_text())
+    assert results["verdict"]["status"] == "fail"
+    p50 = next(c for c in results["verdict"]["checks"] if c["metric"] == "client_latency_ms"
+               and c["percentile"] == "p50")
+    assert p50["status"] == "fail" and 30 <= p50["measured"] < 40
+    # The Server-Timing breakdown shows where the time goes: here all of it in "inference".
+    inf = next(c for c in results["verdict"]["checks"] if c["metric"] == "server_inference_ms")
+    assert inf["status"] == "fail" and inf["measured"] == pytest.approx(30, abs=0.1)
+    for f in ("report.html", "locust_stats.csv", "plan.json"):
+        assert (out / f).exists(), f
+
+
+def test_fast_target_passes_and_reports_everything(tmp_path, known_server):
+    url = known_server("constant:2", region="paris")
+    out = tmp_path / "out"
+    r = edgeharness("run", "--profile", str(profile(tmp_path, regions="[paris, nairobi]")), "--slo",
+                    str(slo(tmp_path)), "--target", f"paris={url}", "--out", str(out))
+    assert r.returncode == 0, r.stdout + r.stderr
+    res = json.loads((out / "results.json").read_text())
+    assert res["verdict"]["status"] == "pass"
+    nb = res["regions"]["nairobi"]
+    # Nairobi has no PoP of its own here: it is served by Paris and pays that RTT (emulated, apart).
+    assert list(nb["pops"]) == ["paris"] and nb["pops"]["paris"]["rtt_ms"] > 50
+    warm = nb["client_latency_ms"]["warm"]
+    assert warm["p50"] < 10 < nb["e2e_latency_ms"]["warm"]["p50"]
+    assert set(warm) >= {"p50", "p90", "p95", "p99", "p99.9"}
+    assert nb["counts"]["scheduled"] == nb["counts"]["ok"] > 50
+    html = (out / "report.html").read_text()
+    assert html.count("data:image/png;base64,") >= 4 and "VERDICT: PASS" in html
+
+
+def test_too_short_run_is_invalid_exit_2(tmp_path, known_server):
+    url = known_server("constant:1", region="paris")
+    out = tmp_path / "out"
+    r = edgeharness("run", "--profile", str(profile(tmp_path, duration=4)), "--target", f"paris={url}",
+                    "--out", str(out))
+    assert r.returncode == 2, r.stdout + r.stderr
+    assert "VERDICT: INVALID" in r.stdout
+    res = json.loads((out / "results.json").read_text())
+    reasons = " ".join(res["verdict"]["invalid_reasons"])
+    assert "under the minimum" in reasons and "needs 100 samples" in reasons
+
+
+def test_bad_profile_and_target_exit_2_with_file_and_line(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("shape: steady\nregions: [paris]\nduration_s: 10\nrate: fast\n")
+    r = edgeharness("run", "--profile", str(bad), "--out", str(tmp_path / "o"))
+    assert r.returncode == 2
+    assert f"{bad}:4: `rate` must be a number" in r.stderr
+    r = edgeharness("run", "--target", "paris=ftp://x", "--out", str(tmp_path / "o"))
+    assert r.returncode == 2 and "bad target" in r.stderr
+    r = edgeharness("run", "--target", "atlantis=http://127.0.0.1:9", "--out", str(tmp_path / "o"))
+    assert r.returncode == 2 and "unknown region 'atlantis'" in r.stderr
+
+
+def test_failover_moves_clients_to_next_nearest_pop(tmp_path):
+    out = tmp_path / "out"
+    prof = profile(tmp_path, regions="[paris, nairobi, san-francisco]", duration=14, rate=8,
+                   extra="pop_down:\n  - {pop: paris, at_s: 6}\n").read_text().replace("shape: steady",
+                                                                                      "shape: failover")
+    (tmp_path / "failover.yaml").write_text(prof)
+    lenient = "defaults:\n  error_rate: 0.2\nvalidity:\n  min_duration_s: 5\n"
+    r = edgeharness("run", "--profile", str(tmp_path / "failover.yaml"), "--slo", str(slo(tmp_path, lenient)),
+                    "--backend", "testserver", "--testserver-delay", "constant:1", "--out", str(out))
+    assert r.returncode == 0, r.stdout + r.stderr
+    res = json.loads((out / "results.json").read_text())
+    assert res["pops"]["paris"]["events"][0]["event"] == "down"
+    paris = res["regions"]["paris"]["pops"]
+    # Before the outage Paris clients use their own PoP; after it, the next nearest (Nairobi) at its RTT.
+    assert paris["paris"]["counts"]["ok"] > 10
+    assert paris["nairobi"]["counts"]["ok"] > 10
+    assert paris["nairobi"]["rtt_ms"] > paris["paris"]["rtt_ms"]
+    assert "paris" not in res["regions"]["nairobi"]["pops"] or res["regions"]["nairobi"]["pops"]["paris"]
+
+
+def test_cold_start_bursts_each_start_cold(tmp_path):
+    out = tmp_path / "out"
+    f = tmp_path / "cold.yaml"
+    f.write_text("name: cold\nshape: cold-start\nregions: [paris]\nduration_s: 12\nrate: 10\n"
+                 "pop_idle_timeout_s: 1.5\ndrain_s: 2\nparams: {burst_s: 2, gap_s: 2}\n"
+                 "corpus: {sizes: [[64, 48]], formats: [jpeg]}\n"
+                 "process_cold_start: {region: paris, repeats: 2}\n")
+    lenient = ("defaults:\n  cold_start_ms: {p95: 1000}\nvalidity:\n  min_duration_s: 5\n  min_cold_samples: 2\n")
+    r = edgeharness("run", "--profile", str(f), "--slo", str(slo(tmp_path, lenient)), "--backend", "testserver",
+                    "--testserver-delay", "constant:1", "--out", str(out))
+    assert r.returncode == 0, r.stdout + r.stderr
+    res = json.loads((out / "results.json").read_text())
+    paris = res["regions"]["paris"]
+    assert paris["counts"]["cold"] == 3  # one per burst: t=0, 4, 8
+    assert paris["client_latency_ms"]["cold"]["p50"] > 30 > paris["client_latency_ms"]["warm"]["p50"]
+    pcs = res["process_cold_start"]
+    assert len(pcs) == 2 and all(p["status"] == 200 and p["first_response_ms"] >= p["ready_ms"] for p in pcs)
