@@ -8,7 +8,7 @@ STAMPS := .stamps
 MODELS := models
 MODEL_SOURCES := $(wildcard harness/model/*.py)
 
-.PHONY: setup run test lint models collector clean
+.PHONY: setup run test lint models collector prometheus clean
 
 setup: $(STAMPS)/venv $(MODELS)/.built
 
@@ -25,6 +25,15 @@ $(MODELS)/.built: $(STAMPS)/venv $(MODEL_SOURCES)
 	@touch $@
 
 models: $(MODELS)/.built
+
+# The native OpenTelemetry Collector, built with the official builder at the pinned version (needs Go);
+# reused while collector/versions.env, the manifest and the script are unchanged.
+collector:
+	collector/build.sh
+
+# Debian's Prometheus for the native stack and its tests (apt-get; needs root).
+prometheus:
+	collector/install-prometheus.sh
 
 run: setup
 	$(BIN)/edgeharness run
