@@ -90,8 +90,15 @@ def _guard(fn: Any, args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"edgeharness {args.command}: {exc}", file=sys.stderr)
         return 2
-    except RuntimeError as exc:
+    except (RuntimeError, OSError) as exc:
         print(f"edgeharness {args.command}: {exc}", file=sys.stderr)
+        return 2
+    except Exception:
+        # A crash is not a verdict: never let it exit 1 ("an SLO failed").
+        import traceback
+
+        traceback.print_exc()
+        print(f"edgeharness {args.command}: internal error, no verdict", file=sys.stderr)
         return 2
 
 

@@ -276,6 +276,7 @@ class Run:
         if raw.exists():
             shutil.rmtree(raw)
         raw.mkdir(parents=True, exist_ok=True)
+        (self.out / "logs").mkdir(exist_ok=True)
         started = time.time()
         self.say(f"[bold]edgeharness run[/]: profile {self.profile.name} ({self.profile.shape}), "
                  f"{len(self.profile.regions)} regions, {self.profile.duration_s:g} s -> {self.out}")

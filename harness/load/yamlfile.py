@@ -44,7 +44,6 @@ class Document:
 
 def load(path: str | Path) -> Document:
     """Parse `path`; a syntax error becomes a ConfigError with the line yaml reports."""
-    import yaml
 
     file = str(path)
     try:
