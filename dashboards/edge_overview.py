@@ -487,13 +487,8 @@ def model_row() -> list[cogbuilder.Builder[Any]]:
         .title("Model loaded by region")
         .description("Is the model in memory, or has the PoP scaled to zero (the next request pays a model load)?")
         .datasource(PROMETHEUS)
-        # Prometheus names an OTel gauge of unit "1" with a _ratio suffix; /metrics scrapes keep the bare name.
-        .with_target(
-            query(
-                f'max by (cloud_region) ({{__name__=~"edgeharness_model_loaded(_ratio)?", {REGION}}})',
-                "{{cloud_region}}",
-            )
-        )
+        # An OTel gauge of unit "1" gains a _ratio suffix on remote write.
+        .with_target(query(f"max by (cloud_region) (edgeharness_model_loaded_ratio{{{REGION}}})", "{{cloud_region}}"))
         .unit("bool")
         .mappings(
             [
