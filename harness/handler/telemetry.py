@@ -8,12 +8,21 @@ import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from opentelemetry import metrics, trace
 from opentelemetry.propagators.textmap import DefaultGetter
-from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics import (
+    Counter,
+    Histogram,
+    MeterProvider,
+    ObservableCounter,
+    ObservableGauge,
+    ObservableUpDownCounter,
+    UpDownCounter,
+)
 from opentelemetry.sdk.metrics.export import (
+    AggregationTemporality,
     MetricExporter,
     MetricExportResult,
     MetricsData,
@@ -25,6 +34,9 @@ from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 from prometheus_client import CollectorRegistry
+
+E = TypeVar("E")
+_INSTRUMENT_TYPES = (Counter, UpDownCounter, Histogram, ObservableCounter, ObservableUpDownCounter, ObservableGauge)
 
 # Seconds. 0.25 ms steps up to 20 ms resolve a p50 SLO of 10 ms well; coarser steps reach 10 s.
 LATENCY_BUCKETS_S: tuple[float, ...] = (
@@ -106,16 +118,37 @@ class TelemetrySettings:
     span_queue_size: int = 4096
 
 
+class _Lazy(Generic[E]):
+    """Builds an exporter on first use, in the exporting thread: its imports (requests, protobuf) are
+    then paid after the handler is ready, not in its cold start."""
+
+    def __init__(self, factory: Callable[[], E]) -> None:
+        self._factory = factory
+        self._built: E | None = None
+        self._lock = threading.Lock()
+
+    def get(self) -> E:
+        if self._built is None:
+            with self._lock:
+                if self._built is None:
+                    self._built = self._factory()
+        return self._built
+
+    @property
+    def built(self) -> E | None:
+        return self._built
+
+
 class _CountingSpanExporter(SpanExporter):
     """Counts spans lost to a failed export: telemetry may be dropped, but never silently."""
 
-    def __init__(self, inner: SpanExporter, dropped: metrics.Counter) -> None:
+    def __init__(self, inner: _Lazy[SpanExporter], dropped: metrics.Counter) -> None:
         self._inner = inner
         self._dropped = dropped
 
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
         try:
-            result = self._inner.export(spans)
+            result = self._inner.get().export(spans)
         except Exception:
             result = SpanExportResult.FAILURE
         if result is not SpanExportResult.SUCCESS:
@@ -123,10 +156,11 @@ class _CountingSpanExporter(SpanExporter):
         return result
 
     def shutdown(self) -> None:
-        self._inner.shutdown()
+        if self._inner.built is not None:
+            self._inner.built.shutdown()
 
     def force_flush(self, timeout_millis: int = 30000) -> bool:
-        return self._inner.force_flush(timeout_millis)
+        return self._inner.built.force_flush(timeout_millis) if self._inner.built is not None else True
 
 
 class _CountingBatchSpanProcessor(BatchSpanProcessor):
@@ -145,20 +179,17 @@ class _CountingBatchSpanProcessor(BatchSpanProcessor):
 
 
 class _CountingMetricExporter(MetricExporter):
-    """Counts metric data points lost to a failed export."""
+    """Counts metric data points lost to a failed export; cumulative, as remote write to Prometheus needs."""
 
-    def __init__(self, inner: MetricExporter, dropped: list[metrics.Counter]) -> None:
-        super().__init__(
-            preferred_temporality=inner._preferred_temporality,
-            preferred_aggregation=inner._preferred_aggregation,
-        )
+    def __init__(self, inner: _Lazy[MetricExporter], dropped: list[metrics.Counter]) -> None:
+        super().__init__(preferred_temporality=dict.fromkeys(_INSTRUMENT_TYPES, AggregationTemporality.CUMULATIVE))
         self._inner = inner
         # Filled once the meter exists; the exporter has to be built before the provider.
         self._dropped = dropped
 
     def export(self, metrics_data: MetricsData, timeout_millis: float = 10_000, **kwargs: Any) -> MetricExportResult:
         try:
-            result = self._inner.export(metrics_data, timeout_millis=timeout_millis, **kwargs)
+            result = self._inner.get().export(metrics_data, timeout_millis=timeout_millis, **kwargs)
         except Exception:
             result = MetricExportResult.FAILURE
         if result is not MetricExportResult.SUCCESS and self._dropped:
@@ -172,10 +203,11 @@ class _CountingMetricExporter(MetricExporter):
         return result
 
     def force_flush(self, timeout_millis: float = 10_000) -> bool:
-        return self._inner.force_flush(timeout_millis)
+        return self._inner.built.force_flush(timeout_millis) if self._inner.built is not None else True
 
     def shutdown(self, timeout_millis: float = 30_000, **kwargs: Any) -> None:
-        self._inner.shutdown(timeout_millis=timeout_millis)
+        if self._inner.built is not None:
+            self._inner.built.shutdown(timeout_millis=timeout_millis)
 
 
 class Instruments:
@@ -248,14 +280,9 @@ class Telemetry:
             )
         ]
         if settings.otlp_endpoint:
-            from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
-
-            metric_exporter = OTLPMetricExporter(
-                endpoint=_signal_url(settings.otlp_endpoint, "metrics"), timeout=settings.export_timeout_s
-            )
             readers.append(
                 PeriodicExportingMetricReader(
-                    _CountingMetricExporter(metric_exporter, dropped_ref),
+                    _CountingMetricExporter(_Lazy(lambda: _otlp_metric_exporter(settings)), dropped_ref),
                     export_interval_millis=settings.export_interval_s * 1000,
                     export_timeout_millis=settings.export_timeout_s * 1000,
                 )
@@ -281,14 +308,11 @@ class Telemetry:
 
         tracer_provider = TracerProvider(resource=resource)
         if settings.otlp_endpoint:
-            from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
-
-            span_exporter = OTLPSpanExporter(
-                endpoint=_signal_url(settings.otlp_endpoint, "traces"), timeout=settings.export_timeout_s
-            )
             tracer_provider.add_span_processor(
                 _CountingBatchSpanProcessor(
-                    _CountingSpanExporter(span_exporter, self.instruments.telemetry_dropped),
+                    _CountingSpanExporter(
+                        _Lazy(lambda: _otlp_span_exporter(settings)), self.instruments.telemetry_dropped
+                    ),
                     max_queue_size=settings.span_queue_size,
                     dropped=self.instruments.telemetry_dropped,
                 )
@@ -330,6 +354,20 @@ class Telemetry:
         for provider in self._providers:
             provider.shutdown()
         self._providers = []
+
+
+def _otlp_metric_exporter(settings: TelemetrySettings) -> MetricExporter:
+    from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
+
+    return OTLPMetricExporter(
+        endpoint=_signal_url(settings.otlp_endpoint, "metrics"), timeout=settings.export_timeout_s
+    )
+
+
+def _otlp_span_exporter(settings: TelemetrySettings) -> SpanExporter:
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+
+    return OTLPSpanExporter(endpoint=_signal_url(settings.otlp_endpoint, "traces"), timeout=settings.export_timeout_s)
 
 
 def _signal_url(base: str, signal: str) -> str:
