@@ -14,6 +14,7 @@ COMMAND_MODULES = (
     "harness.handler.commands",
     "harness.load.commands",
     "harness.stack.commands",
+    "harness.dashboards_commands",
 )
 
 
