@@ -227,7 +227,8 @@ class Run:
                     last_print = time.time()
                     self.say(f"t={now_s:6.1f} s  {info}")
                 for c in children[1:]:
-                    if not c.alive():
+                    # Workers quit when the master stops the test; before the schedule ends it is a failure.
+                    if not c.alive() and now_s < self.profile.duration_s:
                         raise RuntimeError(f"{c.name} exited early:\n{c.log_tail()}")
                 if time.time() > deadline:
                     raise RuntimeError(f"Locust did not finish in time:\n{children[0].log_tail()}")
