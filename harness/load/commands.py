@@ -15,9 +15,10 @@ over several machines, run the master here with the plan it writes (OUT/plan.jso
   EDGE_PLAN=OUT/plan.json locust -f loadtests/locustfile.py --headless --master --expect-workers 4
 and on each other machine, with the same plan file and repository:
   EDGE_PLAN=plan.json locust -f loadtests/locustfile.py --worker --master-host MASTER_IP
-(or set EDGE_PROFILE, EDGE_TARGETS, EDGE_OUT, EDGE_INSTANCES_PER_REGION=4 instead of EDGE_PLAN). Each
-worker writes OUT/raw/samples-*.csv; copy them into one OUT/raw and run `edgeharness report OUT`
-(see harness.load.runner.Run.finish) to judge them together.
+(or set EDGE_PROFILE, EDGE_TARGETS, EDGE_OUT, EDGE_INSTANCES_PER_REGION=4 instead of EDGE_PLAN). Set the
+plan's start_at to null (or leave EDGE_PLAN out) unless the machines' clocks agree to the millisecond.
+Each worker writes OUT/raw/samples-*.csv; copy them into one OUT/raw on this machine and run
+`edgeharness rejudge OUT` to judge them together.
 """
 
 
@@ -33,6 +34,16 @@ def register(subparsers: Any) -> None:  # argparse's _SubParsersAction is privat
     run.add_argument("--workers", type=int, default=0, metavar="N",
                      help="use Locust master/worker mode with N local workers (default: one process)")
     run.set_defaults(func=_run)
+
+    rejudge = subparsers.add_parser(
+        "rejudge", help="judge the samples of a run directory again (e.g. gathered from remote workers)",
+        description="Read OUT/plan.json and OUT/raw/samples-*.csv, check the SLOs, rewrite results.json and "
+                    "report.html. Exit codes as for `run`.",
+    )
+    rejudge.add_argument("out", type=Path, metavar="OUT", help="a run directory")
+    rejudge.add_argument("--slo", default=None, metavar="FILE", help="SLO file (default loadtests/slo/default.yaml)")
+    rejudge.add_argument("--quiet", action="store_true")
+    rejudge.set_defaults(func=_rejudge)
 
     sweep = subparsers.add_parser(
         "sweep", help="find the highest arrival rate at which a region's SLOs still hold",
@@ -107,6 +118,15 @@ def _run(args: argparse.Namespace) -> int:
         from harness.load.runner import run
 
         return run(_settings(a))
+
+    return _guard(go, args)
+
+
+def _rejudge(args: argparse.Namespace) -> int:
+    def go(a: argparse.Namespace) -> int:
+        from harness.load.runner import rejudge
+
+        return rejudge(a.out, a.slo, a.quiet)
 
     return _guard(go, args)
 

@@ -67,7 +67,7 @@ class Pop:
 class Run:
     """One run: settings in, exit code out; everything on disk under settings.out."""
 
-    def __init__(self, settings: RunSettings, console: Any = None) -> None:
+    def __init__(self, settings: RunSettings, console: Any = None, profile: Profile | None = None) -> None:
         from rich.console import Console
 
         self.s = settings
@@ -76,7 +76,7 @@ class Run:
         self.out = Path(settings.out)
         self.catalogue: Catalogue = load_catalogue(settings.regions_file)
         tz = {name: r.tz for name, r in self.catalogue.regions.items()}
-        profile = load_profile(settings.profile, tz)
+        profile = profile or load_profile(settings.profile, tz)
         if settings.duration_s:
             profile = scaled(profile, settings.duration_s)
         if settings.rate is not None:
@@ -366,3 +366,18 @@ def _post(url: str, body: bytes, ctype: str) -> tuple[int, str]:
 def run(settings: RunSettings) -> int:
     """Do one run; returns its exit code."""
     return Run(settings).execute()
+
+
+def rejudge(out: Path, slo: str | None = None, quiet: bool = False) -> int:
+    """Judge the samples already under out/raw (e.g. gathered from workers on several machines) against
+    the plan in out/plan.json, rewriting results.json and report.html; returns the verdict's exit code."""
+    plan_path = Path(out) / "plan.json"
+    if not plan_path.exists():
+        raise ConfigError(plan_path, None, "no plan.json: not a run directory")
+    plan = Plan.read(plan_path)
+    settings = RunSettings(profile=plan.profile.get("name", "plan"), slo=slo, out=Path(out), quiet=quiet,
+                           targets=dict(plan.targets), workers=plan.instances_per_region)
+    r = Run(settings, profile=Profile.from_dict(plan.profile))
+    r.pops = {pop: Pop(pop, url) for pop, url in plan.targets.items()}
+    r.t0 = plan.start_at
+    return r.finish(time.time(), [])
