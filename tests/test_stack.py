@@ -303,3 +303,34 @@ def _zombie(pid: int) -> bool:
         return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
     except OSError:
         return True
+
+
+def test_native_stack_runs_the_config_files_compose_mounts(tmp_path: Path) -> None:
+    import yaml
+
+    compose = yaml.safe_load((ROOT / "compose.yaml").read_text())
+    services = compose["services"]
+
+    def mounted(service: dict[str, Any], target_suffix: str) -> Path:
+        for volume in service.get("volumes", []):
+            source, target = volume.split(":")[:2]
+            if target.endswith(target_suffix):
+                return (ROOT / source).resolve()
+        raise AssertionError(f"nothing mounted at *{target_suffix}")
+
+    collectors = [s for name, s in services.items() if name.startswith("collector-")]
+    assert collectors
+    native_collector = components.collector_argv(Path("otelcol"))
+    native_prometheus = components.prometheus_argv(Path("prometheus"), tmp_path, "127.0.0.1", 9090)
+    for service in collectors:
+        assert f"--config={mounted(service, 'otelcol.yaml')}" in native_collector
+    assert f"--config.file={mounted(services['prometheus'], 'prometheus.yml')}" in native_prometheus
+    # The same variables drive the collector config in both: compose sets a subset of what native sets.
+    native_env = components.collector_env(
+        region="r", pop="p", ports=components.CollectorPorts(1, 2, 3, 4), remote_write_endpoint="x",
+        tempo_endpoint="y", traces_file=tmp_path / "t",
+    )  # fmt: skip
+    for service in collectors:
+        assert set(service["environment"]) <= set(native_env), set(service["environment"]) - set(native_env)
+    # And Prometheus runs with the same feature flags.
+    assert set(components.prometheus_flags()) <= set(services["prometheus"]["command"])
