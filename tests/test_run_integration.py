@@ -140,3 +140,31 @@ def test_cold_start_bursts_each_start_cold(tmp_path):
     assert paris["client_latency_ms"]["cold"]["p50"] > 30 > paris["client_latency_ms"]["warm"]["p50"]
     pcs = res["process_cold_start"]
     assert len(pcs) == 2 and all(p["status"] == 200 and p["first_response_ms"] >= p["ready_ms"] for p in pcs)
+
+
+def test_ctrl_c_stops_every_process_it_started(tmp_path):
+    import re
+    import signal
+    import time
+
+    from harness.load.processes import http_ok
+
+    log = tmp_path / "log.txt"
+    with log.open("w") as fh:
+        proc = subprocess.Popen([sys.executable, "-m", "harness", "run", "--backend", "testserver", "--out",
+                                 str(tmp_path / "out")], cwd=REPO, stdout=fh, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 60
+        while log.read_text().count(" ready in ") < 3 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        urls = re.findall(r"(http://127\.0\.0\.1:\d+)\s+ready in", log.read_text())
+        assert len(urls) == 3 and all(http_ok(u + "/healthz") for u in urls)
+        time.sleep(2)  # Locust is starting too
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(30) == 130
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert not any(http_ok(u + "/healthz", timeout_s=0.5) for u in urls)
+    out = subprocess.run(["pgrep", "-f", str(tmp_path / "out")], capture_output=True, text=True)
+    assert out.stdout.strip() == "", out.stdout

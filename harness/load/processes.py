@@ -94,19 +94,21 @@ class Supervisor:
 
     def __init__(self) -> None:
         self.children: list[Child] = []
-        self._old_term: signal.Handlers | None = None
+        self._old: dict[int, object] = {}
 
     def __enter__(self) -> Supervisor:
-        # SIGTERM becomes KeyboardInterrupt so the same cleanup path runs as for Ctrl-C.
-        with contextlib.suppress(ValueError):  # not the main thread: leave signals alone
-            self._old_term = signal.signal(signal.SIGTERM, _raise_interrupt)  # type: ignore[assignment]
+        # SIGTERM and SIGHUP become KeyboardInterrupt so the same cleanup path runs as for Ctrl-C; SIGINT is
+        # set too, since a shell starts background jobs with it ignored.
+        for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT):
+            with contextlib.suppress(ValueError):  # not the main thread: leave signals alone
+                self._old[sig] = signal.signal(sig, _raise_interrupt)
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.stop_all()
-        if self._old_term is not None:
-            with contextlib.suppress(ValueError):
-                signal.signal(signal.SIGTERM, self._old_term)
+        for sig, old in self._old.items():
+            with contextlib.suppress(ValueError, TypeError):
+                signal.signal(sig, old)  # type: ignore[arg-type]
 
     def start(self, name: str, argv: Sequence[str], *, log_path: Path | None = None,
               env: dict[str, str] | None = None, cwd: Path | None = None) -> Child:
