@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import shutil
 import socket
 import subprocess
 import time
@@ -24,56 +23,36 @@ from typing import Any, TypeVar
 
 import pytest
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-COLLECTOR_DIR = REPO_ROOT / "collector"
-VERSIONS_FILE = COLLECTOR_DIR / "versions.env"
-BUILDER_MANIFEST = COLLECTOR_DIR / "builder-config.yaml"
-OTELCOL_CONFIG = COLLECTOR_DIR / "otelcol.yaml"
-OTELCOL_BINARY = COLLECTOR_DIR / "dist" / "otelcol"
-PROMETHEUS_CONFIG = COLLECTOR_DIR / "prometheus.yml"
-PROMETHEUS_FLAGS_FILE = COLLECTOR_DIR / "prometheus-flags"
-TEMPO_CONFIG = COLLECTOR_DIR / "tempo.yaml"
+from harness.stack.components import (
+    BUILDER_MANIFEST,
+    HOW_TO_GET_OTELCOL,
+    HOW_TO_GET_PROMETHEUS,
+    OTELCOL_CONFIG,
+    PROMETHEUS_CONFIG,
+    TEMPO_CONFIG,
+    CollectorPorts,
+    base_env,
+    collector_argv,
+    collector_env,
+    collector_image,
+    collector_version,
+    find_otelcol,
+    find_prometheus,
+    prometheus_argv,
+    prometheus_flags,
+    read_versions,
+    tempo_image,
+)
+from harness.stack.prometheus import PrometheusClient
+
+__all__ = [
+    "BUILDER_MANIFEST", "OTELCOL_CONFIG", "PROMETHEUS_CONFIG", "TEMPO_CONFIG", "CollectorPorts", "collector_env",
+    "collector_image", "collector_version", "prometheus_flags", "read_versions", "tempo_image",
+]  # fmt: skip
+
 LOOPBACK = "127.0.0.1"
 
 T = TypeVar("T")
-
-
-# --- version pin --------------------------------------------------------------------------------
-
-
-def read_versions(path: Path = VERSIONS_FILE) -> dict[str, str]:
-    """The KEY=VALUE pins of collector/versions.env (the file build.sh and compose both read)."""
-    versions: dict[str, str] = {}
-    for raw in path.read_text().splitlines():
-        line = raw.strip()
-        if not line or line.startswith("#"):
-            continue
-        key, sep, value = line.partition("=")
-        if not sep:
-            raise ValueError(f"{path}: not KEY=VALUE: {raw!r}")
-        versions[key.strip()] = value.strip()
-    return versions
-
-
-def collector_version() -> str:
-    """The pinned collector version, e.g. '0.159.0' (builder manifest and compose image alike)."""
-    return read_versions()["OTELCOL_VERSION"]
-
-
-def collector_image() -> str:
-    """The image compose.yaml must run for every regional collector."""
-    return f"otel/opentelemetry-collector-contrib:{collector_version()}"
-
-
-def tempo_image() -> str:
-    """The Tempo image collector/tempo.yaml is written for."""
-    return f"grafana/tempo:{read_versions()['TEMPO_VERSION']}"
-
-
-def prometheus_flags() -> list[str]:
-    """Flags every Prometheus of the harness runs with (remote-write receiver, exemplar storage)."""
-    lines = (line.split("#", 1)[0].strip() for line in PROMETHEUS_FLAGS_FILE.read_text().splitlines())
-    return [line for line in lines if line]
 
 
 # --- small process plumbing ---------------------------------------------------------------------
@@ -160,21 +139,7 @@ def wait_ready(process: ManagedProcess, probe: Callable[[], bool], timeout: floa
         raise RuntimeError(f"{error}\n--- {process.log_path} ---\n{process.log_tail()}") from None
 
 
-def base_env() -> dict[str, str]:
-    """A clean environment, so a developer's own REGION or OTEL_* variables do not leak in."""
-    return {key: os.environ[key] for key in ("PATH", "HOME", "TMPDIR", "LANG") if key in os.environ}
-
-
 # --- finding the binaries -------------------------------------------------------------------------
-
-
-def find_otelcol() -> Path | None:
-    return OTELCOL_BINARY if os.access(OTELCOL_BINARY, os.X_OK) else None
-
-
-def find_prometheus() -> Path | None:
-    found = shutil.which("prometheus")
-    return Path(found) if found else None
 
 
 def require_tool(path: Path | None, what: str, how: str) -> Path:
@@ -203,33 +168,22 @@ class PrometheusServer:
     def remote_write_endpoint(self) -> str:
         return f"{self.url}/api/v1/write"
 
+    @property
+    def client(self) -> PrometheusClient:
+        return PrometheusClient(self.url)
+
     def api(self, path: str, **params: str) -> Any:
-        status, body = http_get(f"{self.url}{path}?{urllib.parse.urlencode(params)}")
-        payload = json.loads(body)
-        if status != 200 or payload.get("status") != "success":
-            raise RuntimeError(f"Prometheus {path} {params}: HTTP {status}: {payload}")
-        return payload["data"]
+        return self.client.api(path, **params)
 
     def query(self, promql: str) -> list[dict[str, Any]]:
         """Instant query: a list of {'metric': labels, 'value': [ts, 'v']}."""
-        return self.api("/api/v1/query", query=promql)["result"]
+        return self.client.query(promql)
 
     def exemplars(self, promql: str, window_s: float = 600.0) -> list[dict[str, Any]]:
-        now = time.time()
-        return self.api("/api/v1/query_exemplars", query=promql, start=str(now - window_s), end=str(now))
+        return self.client.exemplars(promql, window_s)
 
     def stop(self) -> None:
         self.process.stop()
-
-
-def prometheus_argv(binary: Path, data_dir: Path, port: int, host: str = LOOPBACK) -> list[str]:
-    return [
-        str(binary),
-        f"--config.file={PROMETHEUS_CONFIG}",
-        f"--storage.tsdb.path={data_dir}",
-        f"--web.listen-address={host}:{port}",
-        *prometheus_flags(),
-    ]
 
 
 def start_prometheus(binary: Path, workdir: Path, timeout: float = 60.0, attempts: int = 3) -> PrometheusServer:
@@ -240,7 +194,7 @@ def start_prometheus(binary: Path, workdir: Path, timeout: float = 60.0, attempt
         data_dir = workdir / f"prometheus-data-{attempt}"
         process = start_process(
             "prometheus",
-            prometheus_argv(binary, data_dir, port),
+            prometheus_argv(binary, data_dir, LOOPBACK, port),
             base_env(),
             workdir / f"prometheus-{attempt}.log",
         )
@@ -256,50 +210,8 @@ def start_prometheus(binary: Path, workdir: Path, timeout: float = 60.0, attempt
 # --- regional collectors --------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class CollectorPorts:
-    otlp_grpc: int
-    otlp_http: int
-    metrics: int
-    health: int
-
-    @classmethod
-    def free(cls) -> CollectorPorts:
-        return cls(otlp_grpc=free_port(), otlp_http=free_port(), metrics=free_port(), health=free_port())
-
-
-def collector_env(
-    *,
-    region: str,
-    ports: CollectorPorts,
-    remote_write_endpoint: str,
-    tempo_endpoint: str,
-    traces_file: Path,
-    pop: str | None = None,
-    host: str = LOOPBACK,
-    metrics_interval: str = "15s",
-    memory_limit_mib: int = 400,
-    log_level: str = "info",
-) -> dict[str, str]:
-    """The environment collector/otelcol.yaml reads: everything that differs between regions."""
-    env = {
-        "REGION": region,
-        "PROMETHEUS_REMOTE_WRITE_ENDPOINT": remote_write_endpoint,
-        "TEMPO_OTLP_ENDPOINT": tempo_endpoint,
-        "OTELCOL_HOST": host,
-        "OTELCOL_OTLP_GRPC_PORT": str(ports.otlp_grpc),
-        "OTELCOL_OTLP_HTTP_PORT": str(ports.otlp_http),
-        "OTELCOL_METRICS_PORT": str(ports.metrics),
-        "OTELCOL_HEALTH_PORT": str(ports.health),
-        "OTELCOL_METRICS_INTERVAL": metrics_interval,
-        "OTELCOL_MEMORY_LIMIT_MIB": str(memory_limit_mib),
-        "OTELCOL_MEMORY_SPIKE_LIMIT_MIB": str(max(memory_limit_mib // 4, 1)),
-        "OTELCOL_TRACES_FILE": str(traces_file),
-        "OTELCOL_LOG_LEVEL": log_level,
-    }
-    if pop is not None:
-        env["POP"] = pop
-    return env
+def free_collector_ports() -> CollectorPorts:
+    return CollectorPorts(otlp_grpc=free_port(), otlp_http=free_port(), metrics=free_port(), health=free_port())
 
 
 @dataclass
@@ -376,7 +288,7 @@ def start_collector(
     """
     error: Exception | None = None
     for attempt in range(attempts):
-        ports = CollectorPorts.free()
+        ports = free_collector_ports()
         traces_file = workdir / f"traces-{region}.jsonl"
         env = collector_env(
             region=region,
@@ -389,7 +301,7 @@ def start_collector(
         )
         process = start_process(
             f"otelcol[{region}]",
-            [str(binary), f"--config={OTELCOL_CONFIG}"],
+            collector_argv(binary),
             {**base_env(), **env},
             workdir / f"otelcol-{region}-{attempt}.log",
         )
@@ -409,13 +321,11 @@ def start_collector(
 
 
 def require_otelcol() -> Path:
-    return require_tool(find_otelcol(), "collector/dist/otelcol", "build it with `make collector`")
+    return require_tool(find_otelcol(), "collector/dist/otelcol", HOW_TO_GET_OTELCOL)
 
 
 def require_prometheus() -> Path:
-    return require_tool(
-        find_prometheus(), "prometheus", "install it with `collector/install-prometheus.sh` (Debian, as root)"
-    )
+    return require_tool(find_prometheus(), "prometheus", HOW_TO_GET_PROMETHEUS)
 
 
 @contextlib.contextmanager

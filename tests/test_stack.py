@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import random
 import statistics
 import subprocess
@@ -15,6 +14,7 @@ from typing import Any, TypeVar
 
 import httpx
 import pytest
+from collector_fixtures import require_otelcol, require_prometheus
 from handler_fixtures import ROOT, jpeg, models_dir  # noqa: F401
 
 from harness.load.processes import Supervisor
@@ -28,16 +28,8 @@ T = TypeVar("T")
 
 def require_components() -> None:
     """Skip with how to get them; in CI (CI=true) a missing component fails the test instead."""
-    missing = []
-    if components.find_otelcol() is None:
-        missing.append(f"collector: {components.HOW_TO_GET_OTELCOL}")
-    if components.find_prometheus() is None:
-        missing.append(f"Prometheus: {components.HOW_TO_GET_PROMETHEUS}")
-    if missing:
-        message = "; ".join(missing)
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(f"CI=true and a real component is missing: {message}", pytrace=False)
-        pytest.skip(message)
+    require_otelcol()
+    require_prometheus()
 
 
 def eventually(check: Callable[[], T | None], timeout_s: float, what: str) -> T:

@@ -10,7 +10,9 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parents[2]
 COLLECTOR_DIR = REPO_ROOT / "collector"
 VERSIONS_FILE = COLLECTOR_DIR / "versions.env"
+BUILDER_MANIFEST = COLLECTOR_DIR / "builder-config.yaml"
 OTELCOL_CONFIG = COLLECTOR_DIR / "otelcol.yaml"
+TEMPO_CONFIG = COLLECTOR_DIR / "tempo.yaml"
 OTELCOL_BINARY = COLLECTOR_DIR / "dist" / "otelcol"
 PROMETHEUS_CONFIG = COLLECTOR_DIR / "prometheus.yml"
 PROMETHEUS_FLAGS_FILE = COLLECTOR_DIR / "prometheus-flags"
