@@ -135,3 +135,15 @@ def test_postprocess_k_larger_than_classes_and_missing_labels() -> None:
     top = pipeline.postprocess(np.array([1.0, 2.0], dtype=np.float32), (), 10)
     assert [p.label for p in top] == ["class-1", "class-0"]
     assert sum(p.score for p in top) == pytest.approx(1.0)
+
+
+def test_near_unit_rescale_samples_pixels_and_large_reductions_average_them() -> None:
+    checker = Image.fromarray(((np.indices((240, 240)).sum(axis=0) % 2) * 255).astype(np.uint8)).convert("RGB")
+    near = pipeline.preprocess(checker, spec("NHWC"))  # 240 -> 224: within NEAREST_MAX_FACTOR
+    levels = {(0 / 255 - IMAGENET_MEAN[0]) / IMAGENET_STD[0], (255 / 255 - IMAGENET_MEAN[0]) / IMAGENET_STD[0]}
+    values = np.unique(near[0, :, :, 0])
+    assert all(min(abs(float(v) - level) for level in levels) < 1e-4 for v in values), values
+    far = pipeline.preprocess(checker.resize((960, 960), Image.Resampling.NEAREST), spec("NHWC"))
+    grey = (0.5 - IMAGENET_MEAN[0]) / IMAGENET_STD[0]
+    assert abs(float(far[0, :, :, 0].mean()) - grey) < 0.1  # a 4x reduction averages the checkerboard
+    assert len(np.unique(far[0, :, :, 0].round(3))) > 2
