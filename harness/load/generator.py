@@ -165,21 +165,20 @@ class ArrivalLoop:
         return None
 
     def run(self, t0_wall: float) -> None:
-        """Send every arrival of the schedule at its intended time, then wait for the stragglers."""
+        """Start every arrival of the schedule just before its intended time, then wait for stragglers."""
         prof = self.profile
         t0_perf = time.perf_counter() - (time.time() - t0_wall)
-        spin_s = self.plan.spin_ms / 1000.0
+        # Each arrival's greenlet starts this much early and prepares its request, so that neither the
+        # spawn nor the preparation sits between the intended time and the send.
+        lead_s = self.plan.spin_ms / 1000.0 + 0.001
         pending: list[gevent.Greenlet] = []
         times = schedule(lambda t: prof.rate_at(self.region, t), prof.max_rate(self.region),
                          prof.duration_s, prof.arrival, self.seed, self.plan.instances_per_region)
         for t in times:
             due = t0_perf + t
-            wait = due - time.perf_counter()
-            if wait > spin_s:
-                gevent.sleep(wait - spin_s)
-            # The last stretch: yield without sleeping, since a timer can fire up to 1 ms late.
-            while time.perf_counter() < due:
-                gevent.sleep(0)
+            wait = due - lead_s - time.perf_counter()
+            if wait > 0:
+                gevent.sleep(wait)
             self.counter.scheduled += 1
             if self.counter.outstanding >= prof.max_outstanding:
                 self.counter.dropped += 1
@@ -190,29 +189,32 @@ class ArrivalLoop:
             pending.append(gevent.spawn(self.send, t, due))
             if len(pending) > 4 * prof.max_outstanding:
                 pending = [g for g in pending if not g.dead]
-        gevent.joinall(pending, timeout=prof.drain_s)
+        gevent.joinall(pending, timeout=prof.drain_s + lead_s)
         for g in pending:
             if not g.dead:
                 g.kill(block=False)
 
     def send(self, t: float, due: float) -> None:
-        """One request: pick a PoP, POST an image, record the outcome measured from `due`."""
+        """One request: prepare it, send it at `due`, record the outcome measured from `due`."""
+        _, ctype, body = self.corpus[self.rng.randrange(len(self.corpus))]
+        route = self.route()
+        pop = route["pop"] if route else ""
+        headers = {"Content-Type": ctype, "traceparent": traceparent(self.rng), "X-Edge-Client-Region": self.region}
+        client = self.client(pop, route["url"]) if route else None
+        spin_s = self.plan.spin_ms / 1000.0
+        while (left := due - time.perf_counter()) > 0:
+            # Timers fire up to 1 ms late, so sleep only to within spin_s of the send, then yield-spin.
+            gevent.sleep(left - spin_s if left > spin_s else 0)
         start = time.perf_counter()
         send_delay = start - due
         if send_delay > self.late_s:
             self.counter.late += 1
-        _name, ctype, body = self.corpus[self.rng.randrange(len(self.corpus))]
-        route = self.route()
-        pop = route["pop"] if route else ""
         status, cold, server_total, inference, error = CONN_ERROR, -1, 0.0, 0.0, ""
         end = start
         try:
-            if route is None:
+            if client is None:
                 raise ConnectionError("no healthy PoP")
             self.counter.sent += 1
-            client = self.client(pop, route["url"])
-            headers = {"Content-Type": ctype, "traceparent": traceparent(self.rng),
-                       "X-Edge-Client-Region": self.region}
             resp = client.post("/v1/classify?top_k=5", body=body, headers=headers)
             resp.read()
             end = time.perf_counter()
