@@ -36,13 +36,15 @@ def start_server_process(delay: str) -> tuple[str, subprocess.Popen[bytes]]:
 
 
 def locust_run(url: str, rate: float, duration_s: float, out: Path, arrival: str = "poisson",
-               max_outstanding: int = 256, during: Callable[[float], object] | None = None) -> tuple[dict, float]:
+               max_outstanding: int = 256, during: Callable[[float], object] | None = None,
+               spin_ms: float = 1.0) -> tuple[dict, float]:
     """One Locust process, one region at `rate`; returns (paris figures, CPU seconds of the process)."""
     out.mkdir(parents=True, exist_ok=True)
     prof = Profile(name="bench", shape="steady", regions=["paris"], duration_s=duration_s, rate=rate,
                    arrival=arrival, max_outstanding=max_outstanding, drain_s=2.0,
                    corpus={"sizes": [[64, 48]], "formats": ["jpeg"]})
     plan = build_plan(prof, {"paris": url}, out, start_at=time.time() + 5.0)
+    plan.spin_ms = spin_ms
     plan.save(out / "plan.json")
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     proc = subprocess.Popen([sys.executable, "-m", "locust", "-f", str(REPO / "loadtests" / "locustfile.py"),
