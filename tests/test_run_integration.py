@@ -168,3 +168,19 @@ def test_ctrl_c_stops_every_process_it_started(tmp_path):
     assert not any(http_ok(u + "/healthz", timeout_s=0.5) for u in urls)
     out = subprocess.run(["pgrep", "-f", str(tmp_path / "out")], capture_output=True, text=True)
     assert out.stdout.strip() == "", out.stdout
+
+
+def test_injected_rtt_is_slept_and_reported_apart(tmp_path, known_server):
+    url = known_server("constant:2", region="paris")
+    out = tmp_path / "out"
+    lenient = "defaults:\n  client_latency_ms: {p50: 10}\nvalidity:\n  min_duration_s: 5\n  min_samples: {p50: 20}\n"
+    prof = profile(tmp_path, regions="[nairobi]", duration=6, extra="inject_rtt: true\n")
+    r = edgeharness("run", "--profile", str(prof), "--slo", str(slo(tmp_path, lenient)), "--target",
+                    f"paris={url}", "--out", str(out))
+    # The client SLO excludes the emulated RTT: 2 ms passes although Nairobi -> Paris costs ~119 ms.
+    assert r.returncode == 0, r.stdout + r.stderr
+    nb = json.loads((out / "results.json").read_text())["regions"]["nairobi"]
+    rtt = nb["pops"]["paris"]["rtt_ms"]
+    assert nb["e2e_latency_ms"]["rtt_injected"] is True
+    client, e2e = nb["client_latency_ms"]["warm"]["p50"], nb["e2e_latency_ms"]["warm"]["p50"]
+    assert client < 10 and e2e == pytest.approx(client + rtt, abs=3)
