@@ -21,18 +21,30 @@ def print_verdict(results: dict[str, Any], console: Any) -> None:
 
     regions = results["regions"]
     t = Table(title="Per region (client latency in ms from intended send; warm requests)", title_justify="left")
-    for col in ("region", "PoP(s)", "ok", "err", "drop", "late", "cold", "p50", "p90", "p95", "p99",
+    for col in ("region", "verdict", "PoP(s)", "ok", "err", "drop", "late", "cold", "p50", "p90", "p95", "p99",
                 "p99.9", "+RTT p50", "inference p50"):
-        t.add_column(col, justify="left" if col in ("region", "PoP(s)") else "right")
+        t.add_column(col, justify="left" if col in ("region", "verdict", "PoP(s)") else "right")
+    need = results["verdict"].get("validity_rules", {}).get("min_samples", {})
+
+    def pct(w: dict[str, Any], key: str) -> str:
+        # A percentile with fewer samples than a claim needs is shown, but marked as not claimable.
+        text = _fmt(w.get(key))
+        return f"[dim]{text}*[/]" if w.get("count", 0) < need.get(key, 0) else text
+
     for name, r in regions.items():
+        statuses = {ch["status"] for ch in results["verdict"]["checks"] if ch["region"] == name}
+        own = "fail" if "fail" in statuses else "invalid" if "insufficient" in statuses else "pass"
+        style = {"pass": "green", "fail": "bold red", "invalid": "yellow"}[own]
         c = r["counts"]
         w = r["client_latency_ms"]["warm"]
         pops = ", ".join(f"{p} ({v['rtt_ms']:g} ms)" for p, v in r["pops"].items())
-        t.add_row(name, pops, str(c["ok"]), str(c["errors"]), str(c["dropped"]), str(c["late"]), str(c["cold"]),
-                  _fmt(w.get("p50")), _fmt(w.get("p90")), _fmt(w.get("p95")), _fmt(w.get("p99")),
-                  _fmt(w.get("p99.9")), _fmt(r["e2e_latency_ms"]["warm"].get("p50")),
+        t.add_row(name, f"[{style}]{own.upper()}[/]", pops,
+                  str(c["ok"]), str(c["errors"]), str(c["dropped"]), str(c["late"]), str(c["cold"]),
+                  pct(w, "p50"), pct(w, "p90"), pct(w, "p95"), pct(w, "p99"), pct(w, "p99.9"),
+                  _fmt(r["e2e_latency_ms"]["warm"].get("p50")),
                   _fmt(r["server_inference_ms"].get("p50")))
     console.print(t)
+    console.print("[dim]* too few samples to claim this percentile (validity.min_samples)[/]")
     verdict = results["verdict"]
     checks = Table(title="SLO checks", title_justify="left")
     for col in ("region", "metric", "pct", "threshold", "measured", "samples", "status"):
