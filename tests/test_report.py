@@ -68,3 +68,14 @@ def test_sweep_search_doubles_then_bisects_to_ten_percent():
     assert 37 * 0.9 <= best <= 37
     assert search(1) == [5]  # nothing passes: no capacity
     assert search(1000)[-1] == 200  # capped at max_rate
+
+
+def test_measured_duration_catches_a_run_that_stopped_early():
+    from harness.load.runner import measured_duration
+
+    def at(*ts: float) -> list[Sample]:
+        return [Sample("paris", "paris", t, 0, 1000, 200, 0, 0, 0, 5.0, "local", 0, 1000, "") for t in ts]
+
+    assert measured_duration(at(0.1, 29.2), 30.0) == 30.0
+    assert measured_duration(at(0.1, 12.5), 30.0) == 12.5
+    assert measured_duration([], 30.0) == 0.0

@@ -184,3 +184,31 @@ def test_injected_rtt_is_slept_and_reported_apart(tmp_path, known_server):
     assert nb["e2e_latency_ms"]["rtt_injected"] is True
     client, e2e = nb["client_latency_ms"]["warm"]["p50"], nb["e2e_latency_ms"]["warm"]["p50"]
     assert client < 10 and e2e == pytest.approx(client + rtt, abs=3)
+
+
+def test_master_and_workers_share_each_regions_arrivals(tmp_path):
+    out = tmp_path / "out"
+    lenient = "defaults:\n  client_latency_ms: {p50: 10}\nvalidity:\n  min_duration_s: 5\n  min_samples: {p50: 20}\n"
+    r = edgeharness("run", "--profile", str(profile(tmp_path, regions="[paris]", duration=10, rate=20)), "--slo",
+                    str(slo(tmp_path, lenient)), "--backend", "testserver", "--testserver-delay", "constant:1",
+                    "--workers", "2", "--out", str(out))
+    assert r.returncode == 0, r.stdout + r.stderr
+    files = sorted((out / "raw").glob("samples-*-w*.csv"))
+    assert len(files) == 2  # one per worker, merged by the runner
+    rows = [len(f.read_text().splitlines()) - 1 for f in files]
+    assert all(n > 40 for n in rows)  # each worker carries about half of the 200 arrivals
+    res = json.loads((out / "results.json").read_text())
+    assert abs(res["regions"]["paris"]["counts"]["scheduled"] - 200) < 60
+
+
+def test_sweep_reports_capacity_and_curve(tmp_path):
+    out = tmp_path / "sweep"
+    lenient = "defaults:\n  client_latency_ms: {p50: 10}\nvalidity:\n  min_duration_s: 5\n  min_samples: {p50: 20}\n"
+    r = edgeharness("sweep", "--profile", str(profile(tmp_path, regions="[paris]", duration=6)), "--slo",
+                    str(slo(tmp_path, lenient)), "--backend", "testserver", "--testserver-delay", "constant:1",
+                    "--start-rate", "10", "--steps", "2", "--out", str(out), "--quiet")
+    assert r.returncode == 0, r.stdout + r.stderr
+    summary = json.loads((out / "sweep.json").read_text())
+    assert [s["rate"] for s in summary["steps"]] == [10, 20]
+    assert summary["capacity_rps"] == 20 and all(s["p50_ms"] for s in summary["steps"])
+    assert "data:image/png;base64," in (out / "sweep.html").read_text()
