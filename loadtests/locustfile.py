@@ -67,8 +67,15 @@ class RegionUser(User):
         runner = self.environment.runner
         worker = getattr(runner, "worker_index", None)
         instance = idx + 1000 * (worker or 0)
-        self.loop = ArrivalLoop(plan(), self.region, _state["recorder"], _state["health"], corpus(),
-                                instance, fire=self.environment.events.request.fire)
+        self.loop = ArrivalLoop(
+            plan(),
+            self.region,
+            _state["recorder"],
+            _state["health"],
+            corpus(),
+            instance,
+            fire=self.environment.events.request.fire,
+        )
 
     def on_stop(self) -> None:
         loop = getattr(self, "loop", None)
@@ -95,8 +102,9 @@ def _define_users() -> list[type[User]]:
     classes: list[type[User]] = []
     for region in p.profile["regions"]:
         name = "Users_" + region.replace("-", "_")
-        cls = type(name, (RegionUser,), {"region": region, "fixed_count": p.instances_per_region,
-                                          "__module__": __name__})
+        cls = type(
+            name, (RegionUser,), {"region": region, "fixed_count": p.instances_per_region, "__module__": __name__}
+        )
         globals()[name] = cls
         classes.append(cls)
     return classes

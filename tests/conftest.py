@@ -25,8 +25,9 @@ def known_server() -> Iterator[Callable[..., str]]:
 
     servers = []
 
-    def start(delay: str = "constant:1", region: str = "test", idle_timeout_s: float = 0.0,
-              cold_ms: float = 0.0) -> str:
+    def start(
+        delay: str = "constant:1", region: str = "test", idle_timeout_s: float = 0.0, cold_ms: float = 0.0
+    ) -> str:
         port = free_port()
         server = serve("127.0.0.1", port, Delay.parse(delay), region, idle_timeout_s, cold_ms)
         threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True).start()

@@ -96,8 +96,12 @@ def test_constant_arrivals_are_evenly_spaced():
         ("shape: wobbly\nregions: [nairobi]\nduration_s: 10\nrate: 1\n", 1, "unknown shape"),
         ("shape: steady\nregions: [nairobi, atlantis]\nduration_s: 10\nrate: 1\n", 2, "unknown region 'atlantis'"),
         ("shape: steady\nregions: [nairobi]\nduration_s: 10\nrate: 1\nrats: 2\n", 5, "unknown key `rats`"),
-        ("shape: cold-start\nregions: [nairobi]\nduration_s: 10\nrate: 1\npop_idle_timeout_s: 5\n"
-         "params:\n  gap_s: 2\n", 6, "gap_s longer"),
+        (
+            "shape: cold-start\nregions: [nairobi]\nduration_s: 10\nrate: 1\npop_idle_timeout_s: 5\n"
+            "params:\n  gap_s: 2\n",
+            6,
+            "gap_s longer",
+        ),
         ("shape: steady\nregions: [nairobi\n", 3, "YAML syntax error"),
     ],
 )

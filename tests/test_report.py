@@ -10,10 +10,16 @@ from harness.verdict.slo import evaluate, load_slo
 
 
 def _results():
-    samples = [Sample("paris", "paris", i * 0.05, 90, 4000 + i, 200, 1 if i == 0 else 0, 3000, 2500, 5.0, "local", 0,
-                      9000 + i, "") for i in range(400)]
-    samples += [Sample("nairobi", "paris", i * 0.05, 90, 6000 + i, 200, 0, 3000, 2500, 118.7, "derived", 0,
-                       125000 + i, "") for i in range(400)]
+    samples = [
+        Sample(
+            "paris", "paris", i * 0.05, 90, 4000 + i, 200, 1 if i == 0 else 0, 3000, 2500, 5.0, "local", 0, 9000 + i, ""
+        )
+        for i in range(400)
+    ]
+    samples += [
+        Sample("nairobi", "paris", i * 0.05, 90, 6000 + i, 200, 0, 3000, 2500, 118.7, "derived", 0, 125000 + i, "")
+        for i in range(400)
+    ]
     fig = aggregate(samples, 5.0)
     verdict = evaluate(load_slo(), fig, duration_s=20, expects_cold_starts=False)
     results = {
@@ -22,10 +28,15 @@ def _results():
         "regions": fig["regions"],
         "pops": {"paris": {"url": "http://x", "events": [{"event": "down", "at_s": 10.0}], **fig["pops"]["paris"]}},
         "timeseries": timeseries(samples),
-        "process_cold_start": [{"region": "paris", "repeat": 0, "alive_ms": 400, "ready_ms": 900,
-                                "first_response_ms": 950, "status": 200}],
-        "catalogue": {"regions": {"paris": {"city": "Paris", "lat": 48.8, "lon": 2.3},
-                                  "nairobi": {"city": "Nairobi", "lat": -1.3, "lon": 36.8}}},
+        "process_cold_start": [
+            {"region": "paris", "repeat": 0, "alive_ms": 400, "ready_ms": 900, "first_response_ms": 950, "status": 200}
+        ],
+        "catalogue": {
+            "regions": {
+                "paris": {"city": "Paris", "lat": 48.8, "lon": 2.3},
+                "nairobi": {"city": "Nairobi", "lat": -1.3, "lon": 36.8},
+            }
+        },
     }
     return results, samples
 
@@ -38,7 +49,7 @@ def test_html_report_is_self_contained_with_plots_and_verdict(tmp_path):
     html = path.read_text()
     assert "VERDICT: INVALID" in html  # 20 s is under the default SLO's 30 s minimum
     assert html.count("data:image/png;base64,") == 4  # latency/time, CDF, throughput, map
-    assert "src=\"http" not in html and "<script" not in html
+    assert 'src="http' not in html and "<script" not in html
     assert "Process-level cold start" in html and "118.7" in html
 
 

@@ -24,14 +24,17 @@ validity:
 
 
 def edgeharness(*args: str, timeout: float = 240) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "harness", *args], cwd=REPO, capture_output=True, text=True,
-                          timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "harness", *args], cwd=REPO, capture_output=True, text=True, timeout=timeout
+    )
 
 
 def profile(tmp_path: Path, regions: str = "[paris]", duration: int = 10, rate: int = 10, extra: str = "") -> Path:
     f = tmp_path / "profile.yaml"
-    f.write_text(f"name: test\nshape: steady\nregions: {regions}\nduration_s: {duration}\nrate: {rate}\n"
-                 f"drain_s: 2\ncorpus:\n  sizes: [[64, 48]]\n  formats: [jpeg]\n{extra}")
+    f.write_text(
+        f"name: test\nshape: steady\nregions: {regions}\nduration_s: {duration}\nrate: {rate}\n"
+        f"drain_s: 2\ncorpus:\n  sizes: [[64, 48]]\n  formats: [jpeg]\n{extra}"
+    )
     return f
 
 
@@ -44,14 +47,24 @@ def slo(tmp_path: Path, text: str = FAST_SLO) -> Path:
 def test_slow_target_fails_with_exit_1_naming_the_slo(tmp_path, known_server):
     url = known_server("constant:30", region="paris")
     out = tmp_path / "out"
-    r = edgeharness("run", "--profile", str(profile(tmp_path)), "--slo", str(slo(tmp_path)),
-                    "--target", f"paris={url}", "--out", str(out))
+    r = edgeharness(
+        "run",
+        "--profile",
+        str(profile(tmp_path)),
+        "--slo",
+        str(slo(tmp_path)),
+        "--target",
+        f"paris={url}",
+        "--out",
+        str(out),
+    )
     assert r.returncode == 1, r.stdout + r.stderr
     assert "failed: paris client_latency_ms p50 <= 10" in r.stdout
     results = json.loads((out / "results.json").read_text())
     assert results["verdict"]["status"] == "fail"
-    p50 = next(c for c in results["verdict"]["checks"] if c["metric"] == "client_latency_ms"
-               and c["percentile"] == "p50")
+    p50 = next(
+        c for c in results["verdict"]["checks"] if c["metric"] == "client_latency_ms" and c["percentile"] == "p50"
+    )
     assert p50["status"] == "fail" and 30 <= p50["measured"] < 40
     # The Server-Timing breakdown shows where the time goes: here all of it in "inference".
     inf = next(c for c in results["verdict"]["checks"] if c["metric"] == "server_inference_ms")
@@ -63,8 +76,17 @@ def test_slow_target_fails_with_exit_1_naming_the_slo(tmp_path, known_server):
 def test_fast_target_passes_and_reports_everything(tmp_path, known_server):
     url = known_server("constant:2", region="paris")
     out = tmp_path / "out"
-    r = edgeharness("run", "--profile", str(profile(tmp_path, regions="[paris, nairobi]")), "--slo",
-                    str(slo(tmp_path)), "--target", f"paris={url}", "--out", str(out))
+    r = edgeharness(
+        "run",
+        "--profile",
+        str(profile(tmp_path, regions="[paris, nairobi]")),
+        "--slo",
+        str(slo(tmp_path)),
+        "--target",
+        f"paris={url}",
+        "--out",
+        str(out),
+    )
     assert r.returncode == 0, r.stdout + r.stderr
     res = json.loads((out / "results.json").read_text())
     assert res["verdict"]["status"] == "pass"
@@ -82,8 +104,9 @@ def test_fast_target_passes_and_reports_everything(tmp_path, known_server):
 def test_too_short_run_is_invalid_exit_2(tmp_path, known_server):
     url = known_server("constant:1", region="paris")
     out = tmp_path / "out"
-    r = edgeharness("run", "--profile", str(profile(tmp_path, duration=4)), "--target", f"paris={url}",
-                    "--out", str(out))
+    r = edgeharness(
+        "run", "--profile", str(profile(tmp_path, duration=4)), "--target", f"paris={url}", "--out", str(out)
+    )
     assert r.returncode == 2, r.stdout + r.stderr
     assert "VERDICT: INVALID" in r.stdout
     res = json.loads((out / "results.json").read_text())
@@ -105,13 +128,32 @@ def test_bad_profile_and_target_exit_2_with_file_and_line(tmp_path):
 
 def test_failover_moves_clients_to_next_nearest_pop(tmp_path):
     out = tmp_path / "out"
-    prof = profile(tmp_path, regions="[paris, nairobi, san-francisco]", duration=14, rate=8,
-                   extra="pop_down:\n  - {pop: paris, at_s: 6}\n").read_text().replace("shape: steady",
-                                                                                      "shape: failover")
+    prof = (
+        profile(
+            tmp_path,
+            regions="[paris, nairobi, san-francisco]",
+            duration=14,
+            rate=8,
+            extra="pop_down:\n  - {pop: paris, at_s: 6}\n",
+        )
+        .read_text()
+        .replace("shape: steady", "shape: failover")
+    )
     (tmp_path / "failover.yaml").write_text(prof)
     lenient = "defaults:\n  error_rate: 0.2\nvalidity:\n  min_duration_s: 5\n"
-    r = edgeharness("run", "--profile", str(tmp_path / "failover.yaml"), "--slo", str(slo(tmp_path, lenient)),
-                    "--backend", "testserver", "--testserver-delay", "constant:1", "--out", str(out))
+    r = edgeharness(
+        "run",
+        "--profile",
+        str(tmp_path / "failover.yaml"),
+        "--slo",
+        str(slo(tmp_path, lenient)),
+        "--backend",
+        "testserver",
+        "--testserver-delay",
+        "constant:1",
+        "--out",
+        str(out),
+    )
     assert r.returncode == 0, r.stdout + r.stderr
     res = json.loads((out / "results.json").read_text())
     assert res["pops"]["paris"]["events"][0]["event"] == "down"
@@ -126,13 +168,26 @@ def test_failover_moves_clients_to_next_nearest_pop(tmp_path):
 def test_cold_start_bursts_each_start_cold(tmp_path):
     out = tmp_path / "out"
     f = tmp_path / "cold.yaml"
-    f.write_text("name: cold\nshape: cold-start\nregions: [paris]\nduration_s: 12\nrate: 10\n"
-                 "pop_idle_timeout_s: 1.5\ndrain_s: 2\nparams: {burst_s: 2, gap_s: 2}\n"
-                 "corpus: {sizes: [[64, 48]], formats: [jpeg]}\n"
-                 "process_cold_start: {region: paris, repeats: 2}\n")
-    lenient = ("defaults:\n  cold_start_ms: {p95: 1000}\nvalidity:\n  min_duration_s: 5\n  min_cold_samples: 2\n")
-    r = edgeharness("run", "--profile", str(f), "--slo", str(slo(tmp_path, lenient)), "--backend", "testserver",
-                    "--testserver-delay", "constant:1", "--out", str(out))
+    f.write_text(
+        "name: cold\nshape: cold-start\nregions: [paris]\nduration_s: 12\nrate: 10\n"
+        "pop_idle_timeout_s: 1.5\ndrain_s: 2\nparams: {burst_s: 2, gap_s: 2}\n"
+        "corpus: {sizes: [[64, 48]], formats: [jpeg]}\n"
+        "process_cold_start: {region: paris, repeats: 2}\n"
+    )
+    lenient = "defaults:\n  cold_start_ms: {p95: 1000}\nvalidity:\n  min_duration_s: 5\n  min_cold_samples: 2\n"
+    r = edgeharness(
+        "run",
+        "--profile",
+        str(f),
+        "--slo",
+        str(slo(tmp_path, lenient)),
+        "--backend",
+        "testserver",
+        "--testserver-delay",
+        "constant:1",
+        "--out",
+        str(out),
+    )
     assert r.returncode == 0, r.stdout + r.stderr
     res = json.loads((out / "results.json").read_text())
     paris = res["regions"]["paris"]
@@ -151,8 +206,12 @@ def test_ctrl_c_stops_every_process_it_started(tmp_path):
 
     log = tmp_path / "log.txt"
     with log.open("w") as fh:
-        proc = subprocess.Popen([sys.executable, "-m", "harness", "run", "--backend", "testserver", "--out",
-                                 str(tmp_path / "out")], cwd=REPO, stdout=fh, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "harness", "run", "--backend", "testserver", "--out", str(tmp_path / "out")],
+            cwd=REPO,
+            stdout=fh,
+            stderr=subprocess.STDOUT,
+        )
     try:
         deadline = time.monotonic() + 60
         while log.read_text().count(" ready in ") < 3 and time.monotonic() < deadline:
@@ -175,8 +234,17 @@ def test_injected_rtt_is_slept_and_reported_apart(tmp_path, known_server):
     out = tmp_path / "out"
     lenient = "defaults:\n  client_latency_ms: {p50: 10}\nvalidity:\n  min_duration_s: 5\n  min_samples: {p50: 20}\n"
     prof = profile(tmp_path, regions="[nairobi]", duration=6, extra="inject_rtt: true\n")
-    r = edgeharness("run", "--profile", str(prof), "--slo", str(slo(tmp_path, lenient)), "--target",
-                    f"paris={url}", "--out", str(out))
+    r = edgeharness(
+        "run",
+        "--profile",
+        str(prof),
+        "--slo",
+        str(slo(tmp_path, lenient)),
+        "--target",
+        f"paris={url}",
+        "--out",
+        str(out),
+    )
     # The client SLO excludes the emulated RTT: 2 ms passes although Nairobi -> Paris costs ~119 ms.
     assert r.returncode == 0, r.stdout + r.stderr
     nb = json.loads((out / "results.json").read_text())["regions"]["nairobi"]
@@ -189,9 +257,21 @@ def test_injected_rtt_is_slept_and_reported_apart(tmp_path, known_server):
 def test_master_and_workers_share_each_regions_arrivals(tmp_path):
     out = tmp_path / "out"
     lenient = "defaults:\n  client_latency_ms: {p50: 10}\nvalidity:\n  min_duration_s: 5\n  min_samples: {p50: 20}\n"
-    r = edgeharness("run", "--profile", str(profile(tmp_path, regions="[paris]", duration=10, rate=20)), "--slo",
-                    str(slo(tmp_path, lenient)), "--backend", "testserver", "--testserver-delay", "constant:1",
-                    "--workers", "2", "--out", str(out))
+    r = edgeharness(
+        "run",
+        "--profile",
+        str(profile(tmp_path, regions="[paris]", duration=10, rate=20)),
+        "--slo",
+        str(slo(tmp_path, lenient)),
+        "--backend",
+        "testserver",
+        "--testserver-delay",
+        "constant:1",
+        "--workers",
+        "2",
+        "--out",
+        str(out),
+    )
     assert r.returncode == 0, r.stdout + r.stderr
     files = sorted((out / "raw").glob("samples-*-w*.csv"))
     assert len(files) == 2  # one per worker, merged by the runner
@@ -204,9 +284,24 @@ def test_master_and_workers_share_each_regions_arrivals(tmp_path):
 def test_sweep_reports_capacity_and_curve(tmp_path):
     out = tmp_path / "sweep"
     lenient = "defaults:\n  client_latency_ms: {p50: 10}\nvalidity:\n  min_duration_s: 5\n  min_samples: {p50: 20}\n"
-    r = edgeharness("sweep", "--profile", str(profile(tmp_path, regions="[paris]", duration=6)), "--slo",
-                    str(slo(tmp_path, lenient)), "--backend", "testserver", "--testserver-delay", "constant:1",
-                    "--start-rate", "10", "--steps", "2", "--out", str(out), "--quiet")
+    r = edgeharness(
+        "sweep",
+        "--profile",
+        str(profile(tmp_path, regions="[paris]", duration=6)),
+        "--slo",
+        str(slo(tmp_path, lenient)),
+        "--backend",
+        "testserver",
+        "--testserver-delay",
+        "constant:1",
+        "--start-rate",
+        "10",
+        "--steps",
+        "2",
+        "--out",
+        str(out),
+        "--quiet",
+    )
     assert r.returncode == 0, r.stdout + r.stderr
     summary = json.loads((out / "sweep.json").read_text())
     assert [s["rate"] for s in summary["steps"]] == [10, 20]

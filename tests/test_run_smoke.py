@@ -15,8 +15,13 @@ pytestmark = pytest.mark.integration
 
 def test_default_smoke_run_against_local_handlers_passes(tmp_path):
     out = tmp_path / "run"
-    r = subprocess.run([sys.executable, "-m", "harness", "run", "--out", str(out)], cwd=REPO, capture_output=True,
-                       text=True, timeout=420)
+    r = subprocess.run(
+        [sys.executable, "-m", "harness", "run", "--out", str(out)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=420,
+    )
     res_file = out / "results.json"
     assert res_file.exists(), r.stdout + r.stderr
     res = json.loads(res_file.read_text())

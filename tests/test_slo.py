@@ -25,8 +25,25 @@ validity:
 
 
 def _samples(region: str, n: int, latency_us: int, *, cold: int = 0, status: int = 200, inference_us: int = 4000):
-    return [Sample(region, region, i * 0.01, 100, latency_us + (i % 7), status, cold, latency_us - 500,
-                   inference_us, 5.0, "local", 0, latency_us + 5000, "") for i in range(n)]
+    return [
+        Sample(
+            region,
+            region,
+            i * 0.01,
+            100,
+            latency_us + (i % 7),
+            status,
+            cold,
+            latency_us - 500,
+            inference_us,
+            5.0,
+            "local",
+            0,
+            latency_us + 5000,
+            "",
+        )
+        for i in range(n)
+    ]
 
 
 def _judge(samples, duration_s=20.0, expects_cold=False):
@@ -38,8 +55,11 @@ def test_all_pass_exits_zero():
     v = _judge(_samples("paris", 300, 6000) + _samples("nairobi", 300, 11000))
     assert v["status"] == "pass" and v["exit_code"] == EXIT_PASS
     # The region override applies: nairobi's 11 ms p50 is within its own 12 ms.
-    nb = next(c for c in v["checks"] if c["region"] == "nairobi" and c["percentile"] == "p50"
-              and c["metric"] == "client_latency_ms")
+    nb = next(
+        c
+        for c in v["checks"]
+        if c["region"] == "nairobi" and c["percentile"] == "p50" and c["metric"] == "client_latency_ms"
+    )
     assert nb["threshold"] == 12 and nb["status"] == "pass"
 
 

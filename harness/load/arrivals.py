@@ -7,8 +7,9 @@ import random
 from collections.abc import Callable, Iterator
 
 
-def poisson_times(rate_at: Callable[[float], float], max_rate: float, duration_s: float,
-                  rng: random.Random) -> Iterator[float]:
+def poisson_times(
+    rate_at: Callable[[float], float], max_rate: float, duration_s: float, rng: random.Random
+) -> Iterator[float]:
     """A non-homogeneous Poisson process on [0, duration_s) by thinning (Lewis and Shedler)."""
     if max_rate <= 0:
         return
@@ -21,8 +22,9 @@ def poisson_times(rate_at: Callable[[float], float], max_rate: float, duration_s
             yield t
 
 
-def constant_times(rate_at: Callable[[float], float], duration_s: float, rng: random.Random,
-                   step_s: float = 0.01) -> Iterator[float]:
+def constant_times(
+    rate_at: Callable[[float], float], duration_s: float, rng: random.Random, step_s: float = 0.01
+) -> Iterator[float]:
     """Evenly spaced arrivals following rate_at: one each time the integrated rate crosses an integer."""
     # A random phase keeps several load processes (workers) from sending in lock-step.
     due = rng.random()
@@ -42,8 +44,9 @@ def constant_times(rate_at: Callable[[float], float], duration_s: float, rng: ra
             acc = nxt
 
 
-def schedule(rate_at: Callable[[float], float], max_rate: float, duration_s: float, arrival: str,
-             seed: int, share: int = 1) -> Iterator[float]:
+def schedule(
+    rate_at: Callable[[float], float], max_rate: float, duration_s: float, arrival: str, seed: int, share: int = 1
+) -> Iterator[float]:
     """Intended send times (s from the run's start) for one load process carrying 1/share of the rate."""
     rng = random.Random(seed)
     k = max(1, share)

@@ -28,29 +28,62 @@ REPO = REPO_ROOT
 def start_server_process(delay: str) -> tuple[str, subprocess.Popen[bytes]]:
     """The server in its own process, so that its CPU is not counted as the generator's."""
     port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "harness.load.testserver", "--port", str(port), "--delay",
-                             delay, "--region", "paris"], env=child_env(), cwd=REPO)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "harness.load.testserver", "--port", str(port), "--delay", delay, "--region", "paris"],
+        env=child_env(),
+        cwd=REPO,
+    )
     url = f"http://127.0.0.1:{port}"
     wait_ready(url, None, 10)
     return url, proc
 
 
-def locust_run(url: str, rate: float, duration_s: float, out: Path, arrival: str = "poisson",
-               max_outstanding: int = 256, during: Callable[[float], object] | None = None,
-               spin_ms: float = 1.0) -> tuple[dict, float]:
+def locust_run(
+    url: str,
+    rate: float,
+    duration_s: float,
+    out: Path,
+    arrival: str = "poisson",
+    max_outstanding: int = 256,
+    during: Callable[[float], object] | None = None,
+    spin_ms: float = 1.0,
+) -> tuple[dict, float]:
     """One Locust process, one region at `rate`; returns (paris figures, CPU seconds of the process)."""
     out.mkdir(parents=True, exist_ok=True)
-    prof = Profile(name="bench", shape="steady", regions=["paris"], duration_s=duration_s, rate=rate,
-                   arrival=arrival, max_outstanding=max_outstanding, drain_s=2.0,
-                   corpus={"sizes": [[64, 48]], "formats": ["jpeg"]})
+    prof = Profile(
+        name="bench",
+        shape="steady",
+        regions=["paris"],
+        duration_s=duration_s,
+        rate=rate,
+        arrival=arrival,
+        max_outstanding=max_outstanding,
+        drain_s=2.0,
+        corpus={"sizes": [[64, 48]], "formats": ["jpeg"]},
+    )
     plan = build_plan(prof, {"paris": url}, out, start_at=time.time() + 5.0)
     plan.spin_ms = spin_ms
     plan.save(out / "plan.json")
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    proc = subprocess.Popen([sys.executable, "-m", "locust", "-f", str(REPO / "loadtests" / "locustfile.py"),
-                             "--headless", "--only-summary", "--loglevel", "ERROR", "--exit-code-on-error", "0"],
-                            env=child_env({"EDGE_PLAN": str(out / "plan.json")}), cwd=REPO,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "locust",
+            "-f",
+            str(REPO / "loadtests" / "locustfile.py"),
+            "--headless",
+            "--only-summary",
+            "--loglevel",
+            "ERROR",
+            "--exit-code-on-error",
+            "0",
+        ],
+        env=child_env({"EDGE_PLAN": str(out / "plan.json")}),
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         if during is not None:
             during(plan.start_at or time.time())
@@ -120,12 +153,21 @@ def calibrate(out: Path, quick: bool = True) -> dict:
     truth = truth_percentiles(drawn, transport)
     analytic = Delay("lognormal", median, sigma)
     t50 = transport[len(transport) // 2]
-    result = {"server": f"lognormal median {median} ms sigma {sigma}", "samples": warm["count"],
-              "transport_p50_ms": round(t50, 3), "transport_p99_ms": round(transport[int(0.99 * len(transport))], 3)}
+    result = {
+        "server": f"lognormal median {median} ms sigma {sigma}",
+        "samples": warm["count"],
+        "transport_p50_ms": round(t50, 3),
+        "transport_p99_ms": round(transport[int(0.99 * len(transport))], 3),
+    }
     for pct, q in (("p50", 0.5), ("p99", 0.99)):
         t = truth[pct]
         a = analytic.quantile(q) + t50
-        result[pct] = {"truth_ms": round(t, 3), "reported_ms": warm[pct], "error_ms": round(warm[pct] - t, 3),
-                       "error_rel": round((warm[pct] - t) / t, 4), "analytic_truth_ms": round(a, 3),
-                       "error_vs_analytic_ms": round(warm[pct] - a, 3)}
+        result[pct] = {
+            "truth_ms": round(t, 3),
+            "reported_ms": warm[pct],
+            "error_ms": round(warm[pct] - t, 3),
+            "error_rel": round((warm[pct] - t) / t, 4),
+            "analytic_truth_ms": round(a, 3),
+            "error_vs_analytic_ms": round(warm[pct] - a, 3),
+        }
     return result

@@ -25,20 +25,28 @@ Each worker writes OUT/raw/samples-*.csv; copy them into one OUT/raw on this mac
 def register(subparsers: Any) -> None:  # argparse's _SubParsersAction is private
     """Add `run` and `sweep` to the CLI."""
     run = subparsers.add_parser(
-        "run", help="the main job: start PoPs, drive a load profile, judge the SLOs, write the report",
+        "run",
+        help="the main job: start PoPs, drive a load profile, judge the SLOs, write the report",
         description="Start one handler per region on loopback (or use --target), drive a geographic load "
-                    "profile with Locust, check the SLOs and write results.json and report.html.",
-        epilog=RUN_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
+        "profile with Locust, check the SLOs and write results.json and report.html.",
+        epilog=RUN_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     _common(run)
-    run.add_argument("--workers", type=int, default=0, metavar="N",
-                     help="use Locust master/worker mode with N local workers (default: one process)")
+    run.add_argument(
+        "--workers",
+        type=int,
+        default=0,
+        metavar="N",
+        help="use Locust master/worker mode with N local workers (default: one process)",
+    )
     run.set_defaults(func=_run)
 
     rejudge = subparsers.add_parser(
-        "rejudge", help="judge the samples of a run directory again (e.g. gathered from remote workers)",
+        "rejudge",
+        help="judge the samples of a run directory again (e.g. gathered from remote workers)",
         description="Read OUT/plan.json and OUT/raw/samples-*.csv, check the SLOs, rewrite results.json and "
-                    "report.html. Exit codes as for `run`.",
+        "report.html. Exit codes as for `run`.",
     )
     rejudge.add_argument("out", type=Path, metavar="OUT", help="a run directory")
     rejudge.add_argument("--slo", default=None, metavar="FILE", help="SLO file (default loadtests/slo/default.yaml)")
@@ -46,9 +54,10 @@ def register(subparsers: Any) -> None:  # argparse's _SubParsersAction is privat
     rejudge.set_defaults(func=_rejudge)
 
     sweep = subparsers.add_parser(
-        "sweep", help="find the highest arrival rate at which a region's SLOs still hold",
+        "sweep",
+        help="find the highest arrival rate at which a region's SLOs still hold",
         description="Search over arrival rates (each step a valid steady run) for the highest rate at "
-                    "which every SLO of REGION holds; report that capacity and the p50/p99-vs-rate curve.",
+        "which every SLO of REGION holds; report that capacity and the p50/p99-vs-rate curve.",
     )
     _common(sweep, default_profile="steady")
     sweep.add_argument("--region", default=None, help="client region to sweep (default: the profile's first)")
@@ -59,19 +68,41 @@ def register(subparsers: Any) -> None:  # argparse's _SubParsersAction is privat
 
 
 def _common(p: argparse.ArgumentParser, default_profile: str = "smoke") -> None:
-    p.add_argument("--profile", default=default_profile, metavar="NAME|FILE",
-                   help=f"load profile: a name from loadtests/profiles or a YAML file (default {default_profile})")
+    p.add_argument(
+        "--profile",
+        default=default_profile,
+        metavar="NAME|FILE",
+        help=f"load profile: a name from loadtests/profiles or a YAML file (default {default_profile})",
+    )
     p.add_argument("--slo", default=None, metavar="FILE", help="SLO file (default loadtests/slo/default.yaml)")
-    p.add_argument("--duration", type=float, default=None, metavar="SECONDS",
-                   help="override the profile's duration (its events scale with it)")
+    p.add_argument(
+        "--duration",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="override the profile's duration (its events scale with it)",
+    )
     p.add_argument("--out", type=Path, default=None, metavar="DIR", help="output directory (default runs/<time>)")
-    p.add_argument("--target", action="append", default=[], metavar="REGION=URL",
-                   help="test this endpoint as REGION's PoP instead of starting handlers (repeatable)")
+    p.add_argument(
+        "--target",
+        action="append",
+        default=[],
+        metavar="REGION=URL",
+        help="test this endpoint as REGION's PoP instead of starting handlers (repeatable)",
+    )
     p.add_argument("--rate", type=float, default=None, help="override the base arrival rate, req/s per region")
-    p.add_argument("--backend", choices=("handler", "testserver"), default="handler",
-                   help="what local PoPs run: the reference handler, or the known-latency test server")
-    p.add_argument("--testserver-delay", default="lognormal:3:0.3", metavar="SPEC",
-                   help="test server latency: constant:MS | uniform:LO:HI | lognormal:MEDIAN:SIGMA")
+    p.add_argument(
+        "--backend",
+        choices=("handler", "testserver"),
+        default="handler",
+        help="what local PoPs run: the reference handler, or the known-latency test server",
+    )
+    p.add_argument(
+        "--testserver-delay",
+        default="lognormal:3:0.3",
+        metavar="SPEC",
+        help="test server latency: constant:MS | uniform:LO:HI | lognormal:MEDIAN:SIGMA",
+    )
     p.add_argument("--model", default=None, help="model for local handlers (default models/mobilenetv2-int8.onnx)")
     p.add_argument("--regions-file", default=None, help="region catalogue (default: the packaged one)")
     p.add_argument("--seed", type=int, default=1, help="seed of the arrival schedules")
@@ -86,10 +117,19 @@ def _settings(args: argparse.Namespace) -> Any:
 
     out = args.out or Path("runs") / time.strftime("%Y%m%d-%H%M%S")
     return RunSettings(
-        profile=args.profile, slo=args.slo, duration_s=args.duration, out=out,
-        targets=parse_targets(args.target), workers=getattr(args, "workers", 0), backend=args.backend,
-        testserver_delay=args.testserver_delay, model=args.model or str(DEFAULT_MODEL),
-        regions_file=args.regions_file, rate=args.rate, seed=args.seed, quiet=args.quiet,
+        profile=args.profile,
+        slo=args.slo,
+        duration_s=args.duration,
+        out=out,
+        targets=parse_targets(args.target),
+        workers=getattr(args, "workers", 0),
+        backend=args.backend,
+        testserver_delay=args.testserver_delay,
+        model=args.model or str(DEFAULT_MODEL),
+        regions_file=args.regions_file,
+        rate=args.rate,
+        seed=args.seed,
+        quiet=args.quiet,
     )
 
 

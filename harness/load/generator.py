@@ -26,8 +26,20 @@ from harness.load.arrivals import schedule
 from harness.load.plan import Plan
 
 SAMPLE_FIELDS = (
-    "region", "pop", "t_s", "send_delay_us", "latency_us", "status", "cold", "server_total_us",
-    "inference_us", "rtt_ms", "rtt_source", "rtt_injected", "e2e_us", "error",
+    "region",
+    "pop",
+    "t_s",
+    "send_delay_us",
+    "latency_us",
+    "status",
+    "cold",
+    "server_total_us",
+    "inference_us",
+    "rtt_ms",
+    "rtt_source",
+    "rtt_injected",
+    "e2e_us",
+    "error",
 )
 DROPPED = -1  # status of an arrival that was never sent: the outstanding limit was reached
 CONN_ERROR = 0  # status of a request that got no HTTP response
@@ -135,8 +147,16 @@ def traceparent(rng: random.Random) -> str:
 class ArrivalLoop:
     """Sends one client region's scheduled arrivals (a share of them, with several load processes)."""
 
-    def __init__(self, plan: Plan, region: str, recorder: Recorder, health: PopHealth,
-                 corpus: list[tuple[str, str, bytes]], instance: int, fire: Any = None) -> None:
+    def __init__(
+        self,
+        plan: Plan,
+        region: str,
+        recorder: Recorder,
+        health: PopHealth,
+        corpus: list[tuple[str, str, bytes]],
+        instance: int,
+        fire: Any = None,
+    ) -> None:
         self.plan, self.region, self.recorder, self.health = plan, region, recorder, health
         self.profile = plan.profile_obj()
         self.routes = plan.routes[region]
@@ -152,7 +172,9 @@ class ArrivalLoop:
         """A pooled keep-alive client for `pop`, as wide as the outstanding limit."""
         if pop not in self.clients:
             self.clients[pop] = HTTPClient.from_url(
-                URL(url), concurrency=self.profile.max_outstanding, connection_timeout=5.0,
+                URL(url),
+                concurrency=self.profile.max_outstanding,
+                connection_timeout=5.0,
                 network_timeout=30.0,
             )
         return self.clients[pop]
@@ -172,8 +194,14 @@ class ArrivalLoop:
         # spawn nor the preparation sits between the intended time and the send.
         lead_s = self.plan.spin_ms / 1000.0 + 0.001
         pending: list[gevent.Greenlet] = []
-        times = schedule(lambda t: prof.rate_at(self.region, t), prof.max_rate(self.region),
-                         prof.duration_s, prof.arrival, self.seed, self.plan.instances_per_region)
+        times = schedule(
+            lambda t: prof.rate_at(self.region, t),
+            prof.max_rate(self.region),
+            prof.duration_s,
+            prof.arrival,
+            self.seed,
+            self.plan.instances_per_region,
+        )
         for t in times:
             due = t0_perf + t
             wait = due - lead_s - time.perf_counter()
@@ -182,8 +210,9 @@ class ArrivalLoop:
             self.counter.scheduled += 1
             if self.counter.outstanding >= prof.max_outstanding:
                 self.counter.dropped += 1
-                self.recorder.rows.append((self.region, "", round(t, 6), 0, 0, DROPPED, -1, 0, 0, 0.0, "",
-                                           0, 0, "dropped: outstanding limit"))
+                self.recorder.rows.append(
+                    (self.region, "", round(t, 6), 0, 0, DROPPED, -1, 0, 0, 0.0, "", 0, 0, "dropped: outstanding limit")
+                )
                 continue
             self.counter.outstanding += 1
             pending.append(gevent.spawn(self.send, t, due))
@@ -228,8 +257,9 @@ class ArrivalLoop:
         except (OSError, ConnectionError, gevent.Timeout) as exc:
             end = time.perf_counter()
             error = f"{type(exc).__name__}: {exc}"[:200]
-            if route is not None and isinstance(exc, ConnectionRefusedError | ConnectionResetError
-                                                | BrokenPipeError | socket.timeout):
+            if route is not None and isinstance(
+                exc, ConnectionRefusedError | ConnectionResetError | BrokenPipeError | socket.timeout
+            ):
                 self.health.mark_down(pop)
         finally:
             self.counter.outstanding -= 1
@@ -247,15 +277,33 @@ class ArrivalLoop:
             self.counter.ok += 1
         else:
             self.counter.errors += 1
-        self.recorder.rows.append((
-            self.region, pop, round(t, 6), round(send_delay * 1e6), round(latency * 1e6), status, cold,
-            round(server_total * 1000), round(inference * 1000), rtt_ms, route["rtt_source"] if route else "",
-            int(injected), round(e2e * 1e6), error,
-        ))
+        self.recorder.rows.append(
+            (
+                self.region,
+                pop,
+                round(t, 6),
+                round(send_delay * 1e6),
+                round(latency * 1e6),
+                status,
+                cold,
+                round(server_total * 1000),
+                round(inference * 1000),
+                rtt_ms,
+                route["rtt_source"] if route else "",
+                int(injected),
+                round(e2e * 1e6),
+                error,
+            )
+        )
         if self.fire is not None:
-            self.fire(request_type="POST", name=f"{self.region}->{pop or 'none'}",
-                      response_time=latency * 1000.0, response_length=len(body),
-                      exception=None if ok else RuntimeError(error or f"http {status}"), context={})
+            self.fire(
+                request_type="POST",
+                name=f"{self.region}->{pop or 'none'}",
+                response_time=latency * 1000.0,
+                response_length=len(body),
+                exception=None if ok else RuntimeError(error or f"http {status}"),
+                context={},
+            )
 
     def close(self) -> None:
         """Close the pooled connections."""

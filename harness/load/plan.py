@@ -82,9 +82,16 @@ def routes_for(profile: Profile, targets: dict[str, str], catalogue: Catalogue) 
     return routes
 
 
-def build_plan(profile: Profile, targets: dict[str, str], out_dir: str | Path, *,
-               catalogue: Catalogue | None = None, start_at: float | None = None,
-               instances_per_region: int = 1, seed: int = 1) -> Plan:
+def build_plan(
+    profile: Profile,
+    targets: dict[str, str],
+    out_dir: str | Path,
+    *,
+    catalogue: Catalogue | None = None,
+    start_at: float | None = None,
+    instances_per_region: int = 1,
+    seed: int = 1,
+) -> Plan:
     """A plan for `profile` against `targets` (PoP region -> base URL)."""
     cat = catalogue or load_catalogue()
     if not targets:
@@ -112,5 +119,10 @@ def plan_from_env(env: dict[str, str] | None = None) -> Plan:
 
         profile = scaled(profile, float(env["EDGE_DURATION"]))
     targets = parse_targets(env.get("EDGE_TARGETS", ""), "EDGE_TARGETS")
-    return build_plan(profile, targets, env.get("EDGE_OUT", "out"), catalogue=cat,
-                      instances_per_region=int(env.get("EDGE_INSTANCES_PER_REGION", "1")))
+    return build_plan(
+        profile,
+        targets,
+        env.get("EDGE_OUT", "out"),
+        catalogue=cat,
+        instances_per_region=int(env.get("EDGE_INSTANCES_PER_REGION", "1")),
+    )

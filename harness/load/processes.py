@@ -110,13 +110,25 @@ class Supervisor:
             with contextlib.suppress(ValueError, TypeError):
                 signal.signal(sig, old)  # type: ignore[arg-type]
 
-    def start(self, name: str, argv: Sequence[str], *, log_path: Path | None = None,
-              env: dict[str, str] | None = None, cwd: Path | None = None) -> Child:
+    def start(
+        self,
+        name: str,
+        argv: Sequence[str],
+        *,
+        log_path: Path | None = None,
+        env: dict[str, str] | None = None,
+        cwd: Path | None = None,
+    ) -> Child:
         """Start `argv` in its own process group, output to log_path (or discarded)."""
         log = log_path.open("ab") if log_path else None
         proc = subprocess.Popen(
-            list(argv), stdin=subprocess.DEVNULL, stdout=log or subprocess.DEVNULL, stderr=subprocess.STDOUT,
-            env=child_env(env), cwd=str(cwd or REPO_ROOT), start_new_session=True,
+            list(argv),
+            stdin=subprocess.DEVNULL,
+            stdout=log or subprocess.DEVNULL,
+            stderr=subprocess.STDOUT,
+            env=child_env(env),
+            cwd=str(cwd or REPO_ROOT),
+            start_new_session=True,
         )
         child = Child(name, list(argv), proc, log_path, _log=log)
         self.children.append(child)
@@ -147,8 +159,9 @@ def wait_ready(url: str, child: Child | None, timeout_s: float, path: str = "/re
     start = time.monotonic()
     while time.monotonic() - start < timeout_s:
         if child is not None and not child.alive():
-            raise RuntimeError(f"{child.name} exited with status {child.proc.returncode} before it was "
-                               f"ready:\n{child.log_tail()}")
+            raise RuntimeError(
+                f"{child.name} exited with status {child.proc.returncode} before it was ready:\n{child.log_tail()}"
+            )
         if http_ok(url + path, timeout_s=1.0):
             return time.monotonic() - start
         time.sleep(0.05)

@@ -164,8 +164,16 @@ def load_profile(name_or_file: str, known_regions: dict[str, str] | None = None)
     return parse_profile(doc, known_regions)
 
 
-def _num(doc: Document, data: dict[str, Any], key: str, default: float | None, *, path: tuple = (),
-         minimum: float = 0.0, required: bool = False) -> float | None:
+def _num(
+    doc: Document,
+    data: dict[str, Any],
+    key: str,
+    default: float | None,
+    *,
+    path: tuple = (),
+    minimum: float = 0.0,
+    required: bool = False,
+) -> float | None:
     if key not in data:
         if required:
             raise doc.error(f"missing `{key}`", *path)
@@ -182,9 +190,25 @@ def parse_profile(doc: Document, known_regions: dict[str, str] | None = None) ->
     if not isinstance(data, dict):
         raise doc.error("a profile must be a mapping")
     allowed = {
-        "name", "description", "shape", "regions", "duration_s", "rate", "rates", "arrival",
-        "max_outstanding", "late_threshold_ms", "drain_s", "inject_rtt", "pop_idle_timeout_s",
-        "expects_cold_starts", "params", "stages", "pop_down", "process_cold_start", "corpus",
+        "name",
+        "description",
+        "shape",
+        "regions",
+        "duration_s",
+        "rate",
+        "rates",
+        "arrival",
+        "max_outstanding",
+        "late_threshold_ms",
+        "drain_s",
+        "inject_rtt",
+        "pop_idle_timeout_s",
+        "expects_cold_starts",
+        "params",
+        "stages",
+        "pop_down",
+        "process_cold_start",
+        "corpus",
     }
     for key in data:
         if key not in allowed:
@@ -198,8 +222,7 @@ def parse_profile(doc: Document, known_regions: dict[str, str] | None = None) ->
     if known_regions is not None:
         for i, r in enumerate(regions):
             if r not in known_regions:
-                raise doc.error(f"unknown region {r!r} (catalogue: {', '.join(sorted(known_regions))})",
-                                "regions", i)
+                raise doc.error(f"unknown region {r!r} (catalogue: {', '.join(sorted(known_regions))})", "regions", i)
     arrival = data.get("arrival", "poisson")
     if arrival not in ("poisson", "constant"):
         raise doc.error("`arrival` must be poisson or constant", "arrival")
@@ -240,8 +263,10 @@ def parse_profile(doc: Document, known_regions: dict[str, str] | None = None) ->
         _num(doc, params, "burst_s", 5.0, path=("params",), minimum=0.1)
         idle = prof.pop_idle_timeout_s
         if idle is None or idle <= 0 or gap <= idle:
-            raise doc.error("cold-start needs pop_idle_timeout_s > 0 and params.gap_s longer than it, so "
-                            "each burst starts cold", "params")
+            raise doc.error(
+                "cold-start needs pop_idle_timeout_s > 0 and params.gap_s longer than it, so each burst starts cold",
+                "params",
+            )
     if shape == "follow-the-sun":
         _num(doc, params, "day_s", prof.duration_s, path=("params",), minimum=1.0)
         floor = _num(doc, params, "min_fraction", 0.1, path=("params",))

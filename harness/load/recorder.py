@@ -53,14 +53,24 @@ def read_samples(out_dir: str | Path) -> list[Sample]:
     for path in sorted((Path(out_dir) / "raw").glob("samples-*.csv")):
         with path.open(newline="", encoding="utf-8") as fh:
             for row in csv.DictReader(fh):
-                out.append(Sample(
-                    region=row["region"], pop=row["pop"], t_s=float(row["t_s"]),
-                    send_delay_us=int(row["send_delay_us"]), latency_us=int(row["latency_us"]),
-                    status=int(row["status"]), cold=int(row["cold"]),
-                    server_total_us=int(row["server_total_us"]), inference_us=int(row["inference_us"]),
-                    rtt_ms=float(row["rtt_ms"]), rtt_source=row["rtt_source"],
-                    rtt_injected=int(row["rtt_injected"]), e2e_us=int(row["e2e_us"]), error=row["error"],
-                ))
+                out.append(
+                    Sample(
+                        region=row["region"],
+                        pop=row["pop"],
+                        t_s=float(row["t_s"]),
+                        send_delay_us=int(row["send_delay_us"]),
+                        latency_us=int(row["latency_us"]),
+                        status=int(row["status"]),
+                        cold=int(row["cold"]),
+                        server_total_us=int(row["server_total_us"]),
+                        inference_us=int(row["inference_us"]),
+                        rtt_ms=float(row["rtt_ms"]),
+                        rtt_source=row["rtt_source"],
+                        rtt_injected=int(row["rtt_injected"]),
+                        e2e_us=int(row["e2e_us"]),
+                        error=row["error"],
+                    )
+                )
     out.sort(key=lambda s: s.t_s)
     return out
 

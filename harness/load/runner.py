@@ -88,8 +88,12 @@ class Run:
         self.slo = load_slo(settings.slo)
         for pop in settings.targets:
             if pop not in self.catalogue.regions:
-                raise ConfigError("--target", None, f"unknown region {pop!r} in --target (catalogue "
-                                  f"{self.catalogue.file}: {', '.join(sorted(self.catalogue.regions))})")
+                raise ConfigError(
+                    "--target",
+                    None,
+                    f"unknown region {pop!r} in --target (catalogue "
+                    f"{self.catalogue.file}: {', '.join(sorted(self.catalogue.regions))})",
+                )
         self.pops: dict[str, Pop] = {}
         self.t0: float | None = None
 
@@ -99,10 +103,37 @@ class Run:
         """The command line of a local PoP for `region` on `port`."""
         if self.s.backend == "testserver":
             idle = self.profile.pop_idle_timeout_s or 0
-            return [python(), "-m", "harness.load.testserver", "--region", region, "--port", str(port),
-                    "--delay", self.s.testserver_delay, "--idle-timeout", str(idle), "--cold-ms", "30"]
-        argv = [python(), "-m", "harness", "serve", "--region", region, "--host", "127.0.0.1",
-                "--port", str(port), "--model", self.s.model, "--load", load]
+            return [
+                python(),
+                "-m",
+                "harness.load.testserver",
+                "--region",
+                region,
+                "--port",
+                str(port),
+                "--delay",
+                self.s.testserver_delay,
+                "--idle-timeout",
+                str(idle),
+                "--cold-ms",
+                "30",
+            ]
+        argv = [
+            python(),
+            "-m",
+            "harness",
+            "serve",
+            "--region",
+            region,
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--model",
+            self.s.model,
+            "--load",
+            load,
+        ]
         if self.profile.pop_idle_timeout_s:
             argv += ["--idle-timeout", str(self.profile.pop_idle_timeout_s)]
         return argv + list(self.s.handler_args)
@@ -116,9 +147,12 @@ class Run:
         if Path(self.s.model) != DEFAULT_MODEL:
             raise ConfigError(self.s.model, None, "model file not found")
         self.say(f"building the reference model into {DEFAULT_MODEL.parent}/ (once)")
-        child = sup.start("model-build", [python(), "-m", "harness", "model", "build", "--out",
-                                          str(DEFAULT_MODEL.parent)], log_path=self.out / "model-build.log",
-                          cwd=Path.cwd())
+        child = sup.start(
+            "model-build",
+            [python(), "-m", "harness", "model", "build", "--out", str(DEFAULT_MODEL.parent)],
+            log_path=self.out / "model-build.log",
+            cwd=Path.cwd(),
+        )
         code = child.proc.wait(900)
         if code != 0 or not Path(self.s.model).exists():
             raise RuntimeError(f"model build failed (status {code}):\n{child.log_tail()}")
@@ -132,8 +166,9 @@ class Run:
         logs.mkdir(parents=True, exist_ok=True)
         for region in self.profile.regions:
             port = free_port()
-            child = sup.start(f"pop-{region}", self.pop_argv(region, port), log_path=logs / f"pop-{region}.log",
-                              cwd=Path.cwd())
+            child = sup.start(
+                f"pop-{region}", self.pop_argv(region, port), log_path=logs / f"pop-{region}.log", cwd=Path.cwd()
+            )
             self.pops[region] = Pop(region, f"http://127.0.0.1:{port}", child, port)
         timeout = 180.0 if self.s.backend == "handler" else 20.0
         for pop in self.pops.values():
@@ -145,23 +180,73 @@ class Run:
     def start_locust(self, sup: Supervisor, plan_path: Path) -> list[Child]:
         """Locust headless: one process, or a master plus `workers` workers on loopback."""
         env = {"EDGE_PLAN": str(plan_path)}
-        common = ["-m", "locust", "-f", str(LOCUSTFILE), "--csv", str(self.out / "locust"),
-                  "--loglevel", "WARNING", "--exit-code-on-error", "0"]
+        common = [
+            "-m",
+            "locust",
+            "-f",
+            str(LOCUSTFILE),
+            "--csv",
+            str(self.out / "locust"),
+            "--loglevel",
+            "WARNING",
+            "--exit-code-on-error",
+            "0",
+        ]
         logs = self.out / "logs"
         if self.s.workers <= 0:
-            return [sup.start("locust", [python(), *common, "--headless", "--only-summary"],
-                              log_path=logs / "locust.log", env=env, cwd=Path.cwd())]
+            return [
+                sup.start(
+                    "locust",
+                    [python(), *common, "--headless", "--only-summary"],
+                    log_path=logs / "locust.log",
+                    env=env,
+                    cwd=Path.cwd(),
+                )
+            ]
         port = free_port()
-        master = sup.start("locust-master", [
-            python(), *common, "--headless", "--only-summary", "--master", "--master-bind-host", "127.0.0.1",
-            "--master-bind-port", str(port), "--expect-workers", str(self.s.workers),
-        ], log_path=logs / "locust-master.log", env=env, cwd=Path.cwd())
+        master = sup.start(
+            "locust-master",
+            [
+                python(),
+                *common,
+                "--headless",
+                "--only-summary",
+                "--master",
+                "--master-bind-host",
+                "127.0.0.1",
+                "--master-bind-port",
+                str(port),
+                "--expect-workers",
+                str(self.s.workers),
+            ],
+            log_path=logs / "locust-master.log",
+            env=env,
+            cwd=Path.cwd(),
+        )
         children = [master]
         for i in range(self.s.workers):
-            children.append(sup.start(f"locust-worker-{i}", [
-                python(), "-m", "locust", "-f", str(LOCUSTFILE), "--worker", "--master-host", "127.0.0.1",
-                "--master-port", str(port), "--loglevel", "WARNING",
-            ], log_path=logs / f"locust-worker-{i}.log", env=env, cwd=Path.cwd()))
+            children.append(
+                sup.start(
+                    f"locust-worker-{i}",
+                    [
+                        python(),
+                        "-m",
+                        "locust",
+                        "-f",
+                        str(LOCUSTFILE),
+                        "--worker",
+                        "--master-host",
+                        "127.0.0.1",
+                        "--master-port",
+                        str(port),
+                        "--loglevel",
+                        "WARNING",
+                    ],
+                    log_path=logs / f"locust-worker-{i}.log",
+                    env=env,
+                    cwd=Path.cwd(),
+                )
+            )
         return children
 
     def progress(self) -> dict[str, Any]:
@@ -197,9 +282,15 @@ class Run:
         """Run Locust to the end, showing progress and applying PoP events on the shared clock."""
         from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-        plan: Plan = build_plan(self.profile, {r: p.url for r, p in self.pops.items()}, self.out,
-                                catalogue=self.catalogue, start_at=time.time() + self.s.start_lead_s,
-                                instances_per_region=max(1, self.s.workers), seed=self.s.seed)
+        plan: Plan = build_plan(
+            self.profile,
+            {r: p.url for r, p in self.pops.items()},
+            self.out,
+            catalogue=self.catalogue,
+            start_at=time.time() + self.s.start_lead_s,
+            instances_per_region=max(1, self.s.workers),
+            seed=self.s.seed,
+        )
         plan_path = self.out / "plan.json"
         plan.save(plan_path)
         self.t0 = plan.start_at
@@ -207,11 +298,16 @@ class Run:
         lead = self.s.start_lead_s
         total_s = self.profile.duration_s + self.profile.drain_s
         deadline = time.time() + lead + total_s + 60
-        columns = [TextColumn("[bold]{task.description}"), BarColumn(), TimeElapsedColumn(),
-                   TextColumn("{task.fields[info]}")]
+        columns = [
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            TimeElapsedColumn(),
+            TextColumn("{task.fields[info]}"),
+        ]
         last_print = 0.0
-        with Progress(*columns, console=self.console, transient=False,
-                      disable=self.s.quiet or not self.console.is_terminal) as bar:
+        with Progress(
+            *columns, console=self.console, transient=False, disable=self.s.quiet or not self.console.is_terminal
+        ) as bar:
             task = bar.add_task(f"{self.profile.name}", total=total_s, info="starting")
             while children[0].alive():
                 now_s = time.time() - (self.t0 or time.time())
@@ -251,8 +347,12 @@ class Run:
             port = free_port()
             url = f"http://127.0.0.1:{port}"
             t_spawn = time.monotonic()
-            child = sup.start(f"cold-{i}", self.pop_argv(spec["region"], port, load="lazy"),
-                              log_path=self.out / "logs" / f"process-cold-{i}.log", cwd=Path.cwd())
+            child = sup.start(
+                f"cold-{i}",
+                self.pop_argv(spec["region"], port, load="lazy"),
+                log_path=self.out / "logs" / f"process-cold-{i}.log",
+                cwd=Path.cwd(),
+            )
             try:
                 alive = wait_ready(url, child, 120, path="/healthz")
                 while not http_ok(url + "/readyz") and time.monotonic() - t_spawn < 120:
@@ -260,11 +360,21 @@ class Run:
                 ready = time.monotonic() - t_spawn
                 status, cold_h = _post(url, body, ctype)
                 first = time.monotonic() - t_spawn
-                out.append({"region": spec["region"], "repeat": i, "alive_ms": round(alive * 1000, 1),
-                            "ready_ms": round(ready * 1000, 1), "first_response_ms": round(first * 1000, 1),
-                            "status": status, "x_cold_start": cold_h})
-                self.say(f"process cold start {i + 1}: alive {alive * 1000:.0f} ms, ready {ready * 1000:.0f} "
-                         f"ms, first response {first * 1000:.0f} ms (status {status})")
+                out.append(
+                    {
+                        "region": spec["region"],
+                        "repeat": i,
+                        "alive_ms": round(alive * 1000, 1),
+                        "ready_ms": round(ready * 1000, 1),
+                        "first_response_ms": round(first * 1000, 1),
+                        "status": status,
+                        "x_cold_start": cold_h,
+                    }
+                )
+                self.say(
+                    f"process cold start {i + 1}: alive {alive * 1000:.0f} ms, ready {ready * 1000:.0f} "
+                    f"ms, first response {first * 1000:.0f} ms (status {status})"
+                )
             finally:
                 child.stop()
         return out
@@ -279,8 +389,10 @@ class Run:
         raw.mkdir(parents=True, exist_ok=True)
         (self.out / "logs").mkdir(exist_ok=True)
         started = time.time()
-        self.say(f"[bold]edgeharness run[/]: profile {self.profile.name} ({self.profile.shape}), "
-                 f"{len(self.profile.regions)} regions, {self.profile.duration_s:g} s -> {self.out}")
+        self.say(
+            f"[bold]edgeharness run[/]: profile {self.profile.name} ({self.profile.shape}), "
+            f"{len(self.profile.regions)} regions, {self.profile.duration_s:g} s -> {self.out}"
+        )
         with Supervisor() as sup:
             self.ensure_model(sup)
             self.start_pops(sup)
@@ -298,8 +410,9 @@ class Run:
         samples = read_samples(self.out)
         figures = aggregate(samples, self.profile.late_threshold_ms)
         measured_s = measured_duration(samples, self.profile.duration_s)
-        verdict = evaluate(self.slo, figures, duration_s=measured_s,
-                           expects_cold_starts=self.profile.expects_cold_starts)
+        verdict = evaluate(
+            self.slo, figures, duration_s=measured_s, expects_cold_starts=self.profile.expects_cold_starts
+        )
         if not samples:
             verdict.update(status="invalid", exit_code=2, valid=False)
             verdict["invalid_reasons"].append("no samples were recorded (see logs/locust*.log)")
@@ -319,17 +432,26 @@ class Run:
                 "python": sys.version.split()[0],
                 "platform": platform.platform(),
                 "latency_basis": "client latency from the intended send time (open model), emulated RTT "
-                                 "excluded; e2e_latency_ms adds the emulated RTT",
+                "excluded; e2e_latency_ms adds the emulated RTT",
             },
-            "pops": {r: {"url": p.url, "local": p.child is not None, "ready_s": p.ready_s, "events": p.events,
-                         **figures["pops"].get(r, {})} for r, p in self.pops.items()},
+            "pops": {
+                r: {
+                    "url": p.url,
+                    "local": p.child is not None,
+                    "ready_s": p.ready_s,
+                    "events": p.events,
+                    **figures["pops"].get(r, {}),
+                }
+                for r, p in self.pops.items()
+            },
             "regions": figures["regions"],
             "process_cold_start": process_cold,
             "timeseries": timeseries(samples),
             "catalogue": {
                 "file": self.catalogue.file,
-                "regions": {r: vars(self.catalogue.regions[r]) for r in sorted(set(self.profile.regions)
-                                                                              | set(self.pops))},
+                "regions": {
+                    r: vars(self.catalogue.regions[r]) for r in sorted(set(self.profile.regions) | set(self.pops))
+                },
             },
         }
         (self.out / "results.json").write_text(json.dumps(results, indent=2), encoding="utf-8")
@@ -363,8 +485,9 @@ def _post(url: str, body: bytes, ctype: str) -> tuple[int, str]:
     import urllib.error
     import urllib.request
 
-    req = urllib.request.Request(url + "/v1/classify?top_k=5", data=body, method="POST",
-                                 headers={"Content-Type": ctype})
+    req = urllib.request.Request(
+        url + "/v1/classify?top_k=5", data=body, method="POST", headers={"Content-Type": ctype}
+    )
     try:
         with urllib.request.urlopen(req, timeout=120) as resp:
             resp.read()
@@ -385,8 +508,14 @@ def rejudge(out: Path, slo: str | None = None, quiet: bool = False) -> int:
     if not plan_path.exists():
         raise ConfigError(plan_path, None, "no plan.json: not a run directory")
     plan = Plan.read(plan_path)
-    settings = RunSettings(profile=plan.profile.get("name", "plan"), slo=slo, out=Path(out), quiet=quiet,
-                           targets=dict(plan.targets), workers=plan.instances_per_region)
+    settings = RunSettings(
+        profile=plan.profile.get("name", "plan"),
+        slo=slo,
+        out=Path(out),
+        quiet=quiet,
+        targets=dict(plan.targets),
+        workers=plan.instances_per_region,
+    )
     r = Run(settings, profile=Profile.from_dict(plan.profile))
     r.pops = {pop: Pop(pop, url) for pop, url in plan.targets.items()}
     r.t0 = plan.start_at

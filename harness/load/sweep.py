@@ -66,21 +66,35 @@ def sweep(settings: RunSettings, *, region: str | None, start_rate: float, max_r
             results = json.loads((step_settings.out / "results.json").read_text(encoding="utf-8"))
             r = results["regions"].get(region, {})
             warm = r.get("client_latency_ms", {}).get("warm", {})
-            history.append({"rate": rate, "status": results["verdict"]["status"], "exit_code": code,
-                            "p50_ms": warm.get("p50"), "p99_ms": warm.get("p99"),
-                            "error_rate": r.get("error_rate"), "failed": results["verdict"]["failed"],
-                            "invalid_reasons": results["verdict"]["invalid_reasons"],
-                            "out": str(step_settings.out)})
+            history.append(
+                {
+                    "rate": rate,
+                    "status": results["verdict"]["status"],
+                    "exit_code": code,
+                    "p50_ms": warm.get("p50"),
+                    "p99_ms": warm.get("p99"),
+                    "error_rate": r.get("error_rate"),
+                    "failed": results["verdict"]["failed"],
+                    "invalid_reasons": results["verdict"]["invalid_reasons"],
+                    "out": str(step_settings.out),
+                }
+            )
             if code == 2 and not any(s["status"] == "pass" for s in history):
                 break
     passed = [s["rate"] for s in history if s["status"] == "pass"]
     capacity = max(passed, default=None)
-    summary = {"region": region, "capacity_rps": capacity, "steps": history,
-               "profile": base.profile.name, "duration_s": base.profile.duration_s}
+    summary = {
+        "region": region,
+        "capacity_rps": capacity,
+        "steps": history,
+        "profile": base.profile.name,
+        "duration_s": base.profile.duration_s,
+    }
     (out / "sweep.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
     _plot(summary, out / "sweep.html")
-    base.console.print(f"[bold]capacity[/] of {region}: "
-                       f"{capacity:g} req/s" if capacity else f"[red]no rate passed[/] for {region}")
+    base.console.print(
+        f"[bold]capacity[/] of {region}: {capacity:g} req/s" if capacity else f"[red]no rate passed[/] for {region}"
+    )
     for s in history:
         base.console.print(f"  {s['rate']:>7g} req/s  {s['status']:<8} p50 {s['p50_ms']} ms  p99 {s['p99_ms']} ms")
     if capacity is not None:
@@ -111,10 +125,15 @@ def _plot(summary: dict[str, Any], path: Path) -> None:
     ax.set_ylabel("client latency (ms)")
     ax.set_title(f"{summary['region']}: latency against arrival rate")
     ax.legend()
-    rows = "".join(f"<tr><td>{s['rate']:g}</td><td>{s['status']}</td><td>{s['p50_ms']}</td><td>{s['p99_ms']}</td>"
-                   f"<td>{s['error_rate']}</td></tr>" for s in steps)
+    rows = "".join(
+        f"<tr><td>{s['rate']:g}</td><td>{s['status']}</td><td>{s['p50_ms']}</td><td>{s['p99_ms']}</td>"
+        f"<td>{s['error_rate']}</td></tr>"
+        for s in steps
+    )
     path.write_text(
         f"<!doctype html><html><head><meta charset='utf-8'><title>sweep {summary['region']}</title></head><body>"
         f"<h1>Capacity of {summary['region']}: {summary['capacity_rps']} req/s</h1>{_png(fig)}"
         f"<table border=1><tr><th>rate</th><th>status</th><th>p50 ms</th><th>p99 ms</th><th>error rate</th></tr>"
-        f"{rows}</table></body></html>", encoding="utf-8")
+        f"{rows}</table></body></html>",
+        encoding="utf-8",
+    )

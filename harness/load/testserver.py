@@ -125,25 +125,45 @@ def make_handler(state: _State) -> type[BaseHTTPRequestHandler]:
             # The hold as it happened (a sleep can overrun under CPU contention): calibration compares
             # the client's figures with this as well as with the distribution's exact quantiles.
             held = (time.perf_counter() - start) * 1000.0
-            body = json.dumps({
-                "region": state.region,
-                "cold_start": cold,
-                "model": {"name": "testserver", "version": "0", "sha256": ""},
-                "top_k": [{"label": "known-latency", "index": 0, "score": 1.0}],
-                "timings_ms": {"queue": 0.0, "decode": 0.0, "preprocess": 0.0, "inference": ms,
-                               "postprocess": 0.0, "total": total},
-                "cold_start_phases_ms": {"load": state.cold_ms} if cold else None,
-            }).encode()
-            self._send(200, body, "application/json", {
-                "X-Cold-Start": "true" if cold else "false",
-                "Server-Timing": f"inference;dur={ms:.3f}, hold;dur={held:.3f}, total;dur={held:.3f}",
-            })
+            body = json.dumps(
+                {
+                    "region": state.region,
+                    "cold_start": cold,
+                    "model": {"name": "testserver", "version": "0", "sha256": ""},
+                    "top_k": [{"label": "known-latency", "index": 0, "score": 1.0}],
+                    "timings_ms": {
+                        "queue": 0.0,
+                        "decode": 0.0,
+                        "preprocess": 0.0,
+                        "inference": ms,
+                        "postprocess": 0.0,
+                        "total": total,
+                    },
+                    "cold_start_phases_ms": {"load": state.cold_ms} if cold else None,
+                }
+            ).encode()
+            self._send(
+                200,
+                body,
+                "application/json",
+                {
+                    "X-Cold-Start": "true" if cold else "false",
+                    "Server-Timing": f"inference;dur={ms:.3f}, hold;dur={held:.3f}, total;dur={held:.3f}",
+                },
+            )
 
     return Handler
 
 
-def serve(host: str, port: int, delay: Delay, region: str = "test", idle_timeout_s: float = 0.0,
-          cold_ms: float = 0.0, seed: int = 1) -> ThreadingHTTPServer:
+def serve(
+    host: str,
+    port: int,
+    delay: Delay,
+    region: str = "test",
+    idle_timeout_s: float = 0.0,
+    cold_ms: float = 0.0,
+    seed: int = 1,
+) -> ThreadingHTTPServer:
     """Build (not start) a server; call serve_forever() on it, shutdown() to stop."""
     state = _State(delay, region, idle_timeout_s, cold_ms, seed)
     server = ThreadingHTTPServer((host, port), make_handler(state))
@@ -157,14 +177,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8080)
     p.add_argument("--region", default="test")
-    p.add_argument("--delay", default="constant:2",
-                   help="constant:MS | uniform:LO:HI | lognormal:MEDIAN:SIGMA")
+    p.add_argument("--delay", default="constant:2", help="constant:MS | uniform:LO:HI | lognormal:MEDIAN:SIGMA")
     p.add_argument("--idle-timeout", type=float, default=0.0, help="idle seconds after which it is cold")
     p.add_argument("--cold-ms", type=float, default=0.0, help="extra delay of a cold request")
     p.add_argument("--seed", type=int, default=1)
     args = p.parse_args(argv)
-    server = serve(args.host, args.port, Delay.parse(args.delay), args.region, args.idle_timeout,
-                   args.cold_ms, args.seed)
+    server = serve(
+        args.host, args.port, Delay.parse(args.delay), args.region, args.idle_timeout, args.cold_ms, args.seed
+    )
     try:
         server.serve_forever(poll_interval=0.2)
     except KeyboardInterrupt:

@@ -45,9 +45,13 @@ def _plots(results: dict[str, Any], samples: list[Any] | None) -> dict[str, str]
     for region, s in ts.items():
         t = [x for x, v in zip(s["t_s"], s["p50_ms"], strict=True) if v is not None]
         line = ax.plot(t, [v for v in s["p50_ms"] if v is not None], label=f"{region} p50")[0]
-        ax.plot([x for x, v in zip(s["t_s"], s["p99_ms"], strict=True) if v is not None],
-                [v for v in s["p99_ms"] if v is not None], linestyle=":", color=line.get_color(),
-                label=f"{region} p99")
+        ax.plot(
+            [x for x, v in zip(s["t_s"], s["p99_ms"], strict=True) if v is not None],
+            [v for v in s["p99_ms"] if v is not None],
+            linestyle=":",
+            color=line.get_color(),
+            label=f"{region} p99",
+        )
     for pop, p in results.get("pops", {}).items():
         for ev in p.get("events", []):
             ax.axvline(ev["at_s"], color="red", linestyle="--")
@@ -114,8 +118,10 @@ def _plots(results: dict[str, Any], samples: list[Any] | None) -> dict[str, str]
 
 
 def _pct_row(s: dict[str, Any]) -> str:
-    cells = "".join(f"<td>{s.get(k, '-') if s.get('count') else '-'}</td>"
-                    for k in ("count", "p50", "p90", "p95", "p99", "p99.9", "max"))
+    cells = "".join(
+        f"<td>{s.get(k, '-') if s.get('count') else '-'}</td>"
+        for k in ("count", "p50", "p90", "p95", "p99", "p99.9", "max")
+    )
     return cells
 
 
@@ -124,60 +130,88 @@ def render(results: dict[str, Any], samples: list[Any] | None = None) -> str:
     v = results["verdict"]
     plots = _plots(results, samples)
     prof = results["run"]["profile"]
-    parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>edgeharness run: {_e(prof['name'])}"
-             f"</title><style>{CSS}</style></head><body>",
-             f"<h1>edgeharness run: profile <code>{_e(prof['name'])}</code> ({_e(prof['shape'])})</h1>",
-             f"<p class='verdict {v['status']}'>VERDICT: {v['status'].upper()} (exit {v['exit_code']})</p>"]
+    parts = [
+        f"<!doctype html><html><head><meta charset='utf-8'><title>edgeharness run: {_e(prof['name'])}"
+        f"</title><style>{CSS}</style></head><body>",
+        f"<h1>edgeharness run: profile <code>{_e(prof['name'])}</code> ({_e(prof['shape'])})</h1>",
+        f"<p class='verdict {v['status']}'>VERDICT: {v['status'].upper()} (exit {v['exit_code']})</p>",
+    ]
     if v["invalid_reasons"]:
-        parts.append("<h3>Why the run is invalid</h3><ul>" +
-                     "".join(f"<li class='invalid'>{_e(r)}</li>" for r in v["invalid_reasons"]) + "</ul>")
+        parts.append(
+            "<h3>Why the run is invalid</h3><ul>"
+            + "".join(f"<li class='invalid'>{_e(r)}</li>" for r in v["invalid_reasons"])
+            + "</ul>"
+        )
     if v["failed"]:
-        parts.append("<h3>Failed SLOs</h3><ul>" + "".join(f"<li class='fail'>{_e(r)}</li>" for r in v["failed"])
-                     + "</ul>")
+        parts.append(
+            "<h3>Failed SLOs</h3><ul>" + "".join(f"<li class='fail'>{_e(r)}</li>" for r in v["failed"]) + "</ul>"
+        )
     parts.append(f"<p>{_e(results['run']['latency_basis'])}. SLO file <code>{_e(v['slo_file'])}</code>.</p>")
-    parts.append("<h2>SLO checks</h2><table><tr><th class='l'>region</th><th class='l'>metric</th><th>pct</th>"
-                 "<th>threshold</th><th>measured</th><th>samples / required</th><th>status</th></tr>")
+    parts.append(
+        "<h2>SLO checks</h2><table><tr><th class='l'>region</th><th class='l'>metric</th><th>pct</th>"
+        "<th>threshold</th><th>measured</th><th>samples / required</th><th>status</th></tr>"
+    )
     for c in v["checks"]:
-        parts.append(f"<tr><td class='l'>{_e(c['region'])}</td><td class='l'>{_e(c['metric'])}</td>"
-                     f"<td>{_e(c['percentile'] or '')}</td><td>{c['threshold']:g}</td><td>{_e(c['measured'])}</td>"
-                     f"<td>{c['samples']} / {c['required_samples']}</td><td class='{c['status']}'>{c['status']}"
-                     "</td></tr>")
+        parts.append(
+            f"<tr><td class='l'>{_e(c['region'])}</td><td class='l'>{_e(c['metric'])}</td>"
+            f"<td>{_e(c['percentile'] or '')}</td><td>{c['threshold']:g}</td><td>{_e(c['measured'])}</td>"
+            f"<td>{c['samples']} / {c['required_samples']}</td><td class='{c['status']}'>{c['status']}"
+            "</td></tr>"
+        )
     parts.append("</table>")
-    head = ("<tr><th class='l'>region</th><th class='l'>PoP</th><th>RTT ms</th><th>ok</th><th>errors</th>"
-            "<th>dropped</th><th>late</th><th>cold</th><th>n</th><th>p50</th><th>p90</th><th>p95</th><th>p99</th>"
-            "<th>p99.9</th><th>max</th></tr>")
+    head = (
+        "<tr><th class='l'>region</th><th class='l'>PoP</th><th>RTT ms</th><th>ok</th><th>errors</th>"
+        "<th>dropped</th><th>late</th><th>cold</th><th>n</th><th>p50</th><th>p90</th><th>p95</th><th>p99</th>"
+        "<th>p99.9</th><th>max</th></tr>"
+    )
     parts.append("<h2>Regions and PoPs (client latency ms, warm, from intended send)</h2><table>" + head)
     for name, r in results["regions"].items():
         c = r["counts"]
-        parts.append(f"<tr><td class='l'><b>{_e(name)}</b></td><td class='l'>all</td><td></td><td>{c['ok']}</td>"
-                     f"<td>{c['errors']}</td><td>{c['dropped']}</td><td>{c['late']}</td><td>{c['cold']}</td>"
-                     f"{_pct_row(r['client_latency_ms']['warm'])}</tr>")
+        parts.append(
+            f"<tr><td class='l'><b>{_e(name)}</b></td><td class='l'>all</td><td></td><td>{c['ok']}</td>"
+            f"<td>{c['errors']}</td><td>{c['dropped']}</td><td>{c['late']}</td><td>{c['cold']}</td>"
+            f"{_pct_row(r['client_latency_ms']['warm'])}</tr>"
+        )
         for pop, p in r["pops"].items():
             pc = p["counts"]
-            parts.append(f"<tr><td></td><td class='l'>{_e(pop)}</td><td>{p['rtt_ms']:g} ({_e(p['rtt_source'])})</td>"
-                         f"<td>{pc['ok']}</td><td>{pc['errors']}</td><td>{pc['dropped']}</td><td>{pc['late']}</td>"
-                         f"<td>{pc['cold']}</td>{_pct_row(p['client_latency_ms']['warm'])}</tr>")
+            parts.append(
+                f"<tr><td></td><td class='l'>{_e(pop)}</td><td>{p['rtt_ms']:g} ({_e(p['rtt_source'])})</td>"
+                f"<td>{pc['ok']}</td><td>{pc['errors']}</td><td>{pc['dropped']}</td><td>{pc['late']}</td>"
+                f"<td>{pc['cold']}</td>{_pct_row(p['client_latency_ms']['warm'])}</tr>"
+            )
     parts.append("</table>")
-    parts.append("<h2>Other figures per region (ms)</h2><table><tr><th class='l'>region</th><th class='l'>figure</th>"
-                 "<th>n</th><th>p50</th><th>p90</th><th>p95</th><th>p99</th><th>p99.9</th><th>max</th></tr>")
+    parts.append(
+        "<h2>Other figures per region (ms)</h2><table><tr><th class='l'>region</th><th class='l'>figure</th>"
+        "<th>n</th><th>p50</th><th>p90</th><th>p95</th><th>p99</th><th>p99.9</th><th>max</th></tr>"
+    )
     for name, r in results["regions"].items():
-        for label, s in (("cold client latency", r["client_latency_ms"]["cold"]),
-                         ("client + emulated RTT (warm)", r["e2e_latency_ms"]["warm"]),
-                         ("server total (Server-Timing)", r["server_total_ms"]),
-                         ("server inference (Server-Timing)", r["server_inference_ms"]),
-                         ("send delay (generator lateness)", r["send_delay_ms"])):
+        for label, s in (
+            ("cold client latency", r["client_latency_ms"]["cold"]),
+            ("client + emulated RTT (warm)", r["e2e_latency_ms"]["warm"]),
+            ("server total (Server-Timing)", r["server_total_ms"]),
+            ("server inference (Server-Timing)", r["server_inference_ms"]),
+            ("send delay (generator lateness)", r["send_delay_ms"]),
+        ):
             parts.append(f"<tr><td class='l'>{_e(name)}</td><td class='l'>{label}</td>{_pct_row(s)}</tr>")
     parts.append("</table>")
-    for key, title in (("latency_time", "Latency over time"), ("cdf", "Latency CDF, cold vs warm"),
-                       ("throughput", "Throughput"), ("map", "Regions and PoPs")):
+    for key, title in (
+        ("latency_time", "Latency over time"),
+        ("cdf", "Latency CDF, cold vs warm"),
+        ("throughput", "Throughput"),
+        ("map", "Regions and PoPs"),
+    ):
         if key in plots:
             parts.append(f"<h2>{title}</h2>{plots[key]}")
     if results.get("process_cold_start"):
-        parts.append("<h2>Process-level cold start</h2><table><tr><th>#</th><th class='l'>region</th>"
-                     "<th>alive ms</th><th>ready ms</th><th>first response ms</th><th>status</th></tr>")
+        parts.append(
+            "<h2>Process-level cold start</h2><table><tr><th>#</th><th class='l'>region</th>"
+            "<th>alive ms</th><th>ready ms</th><th>first response ms</th><th>status</th></tr>"
+        )
         for pc in results["process_cold_start"]:
-            parts.append(f"<tr><td>{pc['repeat'] + 1}</td><td class='l'>{_e(pc['region'])}</td><td>{pc['alive_ms']}"
-                         f"</td><td>{pc['ready_ms']}</td><td>{pc['first_response_ms']}</td><td>{pc['status']}</td></tr>")
+            parts.append(
+                f"<tr><td>{pc['repeat'] + 1}</td><td class='l'>{_e(pc['region'])}</td><td>{pc['alive_ms']}"
+                f"</td><td>{pc['ready_ms']}</td><td>{pc['first_response_ms']}</td><td>{pc['status']}</td></tr>"
+            )
         parts.append("</table>")
     parts.append("<h2>Run settings</h2><pre>" + _e(json.dumps(results["run"], indent=2)) + "</pre>")
     parts.append("</body></html>")

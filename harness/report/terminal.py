@@ -21,8 +21,23 @@ def print_verdict(results: dict[str, Any], console: Any) -> None:
 
     regions = results["regions"]
     t = Table(title="Per region (client latency in ms from intended send; warm requests)", title_justify="left")
-    for col in ("region", "verdict", "PoP(s)", "ok", "err", "drop", "late", "cold", "p50", "p90", "p95", "p99",
-                "p99.9", "+RTT p50", "inference p50"):
+    for col in (
+        "region",
+        "verdict",
+        "PoP(s)",
+        "ok",
+        "err",
+        "drop",
+        "late",
+        "cold",
+        "p50",
+        "p90",
+        "p95",
+        "p99",
+        "p99.9",
+        "+RTT p50",
+        "inference p50",
+    ):
         t.add_column(col, justify="left" if col in ("region", "verdict", "PoP(s)") else "right")
     need = results["verdict"].get("validity_rules", {}).get("min_samples", {})
 
@@ -38,11 +53,23 @@ def print_verdict(results: dict[str, Any], console: Any) -> None:
         c = r["counts"]
         w = r["client_latency_ms"]["warm"]
         pops = ", ".join(f"{p} ({v['rtt_ms']:g} ms)" for p, v in r["pops"].items())
-        t.add_row(name, f"[{style}]{own.upper()}[/]", pops,
-                  str(c["ok"]), str(c["errors"]), str(c["dropped"]), str(c["late"]), str(c["cold"]),
-                  pct(w, "p50"), pct(w, "p90"), pct(w, "p95"), pct(w, "p99"), pct(w, "p99.9"),
-                  _fmt(r["e2e_latency_ms"]["warm"].get("p50")),
-                  _fmt(r["server_inference_ms"].get("p50")))
+        t.add_row(
+            name,
+            f"[{style}]{own.upper()}[/]",
+            pops,
+            str(c["ok"]),
+            str(c["errors"]),
+            str(c["dropped"]),
+            str(c["late"]),
+            str(c["cold"]),
+            pct(w, "p50"),
+            pct(w, "p90"),
+            pct(w, "p95"),
+            pct(w, "p99"),
+            pct(w, "p99.9"),
+            _fmt(r["e2e_latency_ms"]["warm"].get("p50")),
+            _fmt(r["server_inference_ms"].get("p50")),
+        )
     console.print(t)
     console.print("[dim]* too few samples to claim this percentile (validity.min_samples)[/]")
     verdict = results["verdict"]
@@ -51,13 +78,21 @@ def print_verdict(results: dict[str, Any], console: Any) -> None:
         checks.add_column(col)
     for ch in verdict["checks"]:
         style = STATUS_STYLE.get(ch["status"], "")
-        checks.add_row(ch["region"], ch["metric"], ch["percentile"] or "", _fmt(ch["threshold"], ch["unit"]),
-                       _fmt(ch["measured"], ch["unit"]), f"{ch['samples']}/{ch['required_samples']}",
-                       f"[{style}]{ch['status']}[/]")
+        checks.add_row(
+            ch["region"],
+            ch["metric"],
+            ch["percentile"] or "",
+            _fmt(ch["threshold"], ch["unit"]),
+            _fmt(ch["measured"], ch["unit"]),
+            f"{ch['samples']}/{ch['required_samples']}",
+            f"[{style}]{ch['status']}[/]",
+        )
     console.print(checks)
     for pc in results.get("process_cold_start", []):
-        console.print(f"process cold start ({pc['region']}, #{pc['repeat'] + 1}): ready {pc['ready_ms']} ms, "
-                      f"first response {pc['first_response_ms']} ms")
+        console.print(
+            f"process cold start ({pc['region']}, #{pc['repeat'] + 1}): ready {pc['ready_ms']} ms, "
+            f"first response {pc['first_response_ms']} ms"
+        )
     status = verdict["status"]
     colour = {"pass": "bold green", "fail": "bold red", "invalid": "bold yellow"}[status]
     console.print(f"[{colour}]VERDICT: {status.upper()}[/] (exit {verdict['exit_code']})")

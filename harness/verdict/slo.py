@@ -99,8 +99,7 @@ def _region_slo(doc: Document, data: Any, *path: str) -> RegionSlo:
                 raise doc.error(f"{metric} needs percentiles, e.g. {{p50: 10, p99: 50}}", *path, metric)
             for pct, ms in value.items():
                 if pct not in PCT_KEYS:
-                    raise doc.error(f"unknown percentile {pct!r} (one of {', '.join(PCT_KEYS)})",
-                                    *path, metric, pct)
+                    raise doc.error(f"unknown percentile {pct!r} (one of {', '.join(PCT_KEYS)})", *path, metric, pct)
                 out.latency.setdefault(metric, {})[pct] = _threshold(doc, ms, *path, metric, pct)
         else:
             known = ", ".join([*METRICS, "error_rate"])
@@ -133,8 +132,9 @@ def parse_slo(doc: Document) -> SloSpec:
                 raise doc.error("validity.min_samples maps percentile to a count", "validity", key)
             for pct, n in value.items():
                 if pct not in PCT_KEYS or not isinstance(n, int) or n < 1:
-                    raise doc.error(f"validity.min_samples: {pct!r}: {n!r} is not a percentile and count",
-                                    "validity", key, pct)
+                    raise doc.error(
+                        f"validity.min_samples: {pct!r}: {n!r} is not a percentile and count", "validity", key, pct
+                    )
                 validity.min_samples[pct] = n
         elif key in ("min_duration_s", "max_late_fraction"):
             if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
@@ -176,8 +176,7 @@ def required_samples(pct: str, validity: Validity) -> int:
     return validity.min_samples.get(pct, math.ceil(10 / (1 - q)))
 
 
-def evaluate(spec: SloSpec, figures: dict[str, Any], *, duration_s: float,
-             expects_cold_starts: bool) -> dict[str, Any]:
+def evaluate(spec: SloSpec, figures: dict[str, Any], *, duration_s: float, expects_cold_starts: bool) -> dict[str, Any]:
     """Judge a run: every check, the validity rules, and the verdict with its exit code."""
     checks: list[Check] = []
     problems: list[str] = []
@@ -188,8 +187,10 @@ def evaluate(spec: SloSpec, figures: dict[str, Any], *, duration_s: float,
         slo = spec.for_region(region)
         late = fig.get("late_fraction", 0.0)
         if late > v.max_late_fraction:
-            problems.append(f"{region}: {late:.1%} of sends were late (max {v.max_late_fraction:.1%}): "
-                            "the load generator fell behind its schedule")
+            problems.append(
+                f"{region}: {late:.1%} of sends were late (max {v.max_late_fraction:.1%}): "
+                "the load generator fell behind its schedule"
+            )
         for metric, pcts in slo.latency.items():
             block, sub = METRICS[metric]
             summ = fig.get(block, {})
@@ -216,8 +217,9 @@ def evaluate(spec: SloSpec, figures: dict[str, Any], *, duration_s: float,
             if scheduled == 0:
                 status = "insufficient"
                 problems.append(f"{region}: no requests were scheduled")
-            checks.append(Check(region, "error_rate", None, slo.error_rate, rate, scheduled, 1, status,
-                                unit="fraction"))
+            checks.append(
+                Check(region, "error_rate", None, slo.error_rate, rate, scheduled, 1, status, unit="fraction")
+            )
     failed = [c for c in checks if c.status == "fail"]
     if problems:
         status, code = "invalid", EXIT_INVALID

@@ -38,18 +38,29 @@ def cost_and_capacity(out: Path, quick: bool) -> dict:
                 "cpu_ms_per_request": round((cpu_hi - cpu_lo) / max(1, n_hi - n_lo) * 1000, 3),
                 "send_delay_p50_ms_at_20rps": lo["send_delay_ms"].get("p50"),
                 "send_delay_p99_ms_at_20rps": lo["send_delay_ms"].get("p99"),
-                "cpu_s": [round(cpu_lo, 2), round(cpu_hi, 2)], "requests": [n_lo, n_hi]}
+                "cpu_s": [round(cpu_lo, 2), round(cpu_hi, 2)],
+                "requests": [n_lo, n_hi],
+            }
         steps = []
         sustained = None
         for rate in (100, 200, 400, 800, 1600, 3200, 6400) if not quick else (100, 300, 900):
             fig, cpu = locust_run(url, rate, d, out / f"rate-{rate}", max_outstanding=512)
             c = fig["counts"]
             ok = c["dropped"] == 0 and fig["late_fraction"] <= 0.01 and c["errors"] == 0
-            steps.append({"rate": rate, "scheduled": c["scheduled"], "sent": c["sent"], "late_fraction":
-                          fig["late_fraction"], "dropped": c["dropped"], "errors": c["errors"],
-                          "p50_ms": fig["client_latency_ms"]["warm"].get("p50"),
-                          "send_delay_p99_ms": fig["send_delay_ms"].get("p99"),
-                          "cpu_s": round(cpu, 2), "sustained": ok})
+            steps.append(
+                {
+                    "rate": rate,
+                    "scheduled": c["scheduled"],
+                    "sent": c["sent"],
+                    "late_fraction": fig["late_fraction"],
+                    "dropped": c["dropped"],
+                    "errors": c["errors"],
+                    "p50_ms": fig["client_latency_ms"]["warm"].get("p50"),
+                    "send_delay_p99_ms": fig["send_delay_ms"].get("p99"),
+                    "cpu_s": round(cpu, 2),
+                    "sustained": ok,
+                }
+            )
             if ok:
                 sustained = rate
             else:
@@ -57,9 +68,13 @@ def cost_and_capacity(out: Path, quick: bool) -> dict:
     finally:
         srv.terminate()
         srv.wait()
-    return {"cost": cost, "max_sustained_rps": sustained, "steps": steps,
-            "note": "late = sent > 5 ms after its intended time; sustained = no drops, no errors, <= 1 % late. "
-                    "The server is a Python ThreadingHTTPServer on the same 2 cores and may limit first."}
+    return {
+        "cost": cost,
+        "max_sustained_rps": sustained,
+        "steps": steps,
+        "note": "late = sent > 5 ms after its intended time; sustained = no drops, no errors, <= 1 % late. "
+        "The server is a Python ThreadingHTTPServer on the same 2 cores and may limit first.",
+    }
 
 
 def main() -> int:
