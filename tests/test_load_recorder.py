@@ -48,3 +48,11 @@ def test_recorder_csv_round_trip(tmp_path):
     samples = read_samples(tmp_path)
     assert [s.latency_us for s in samples] == [4567, 0]
     assert samples[0].ok and samples[1].dropped
+
+
+def test_any_endpoint_path_can_be_targeted():
+    from harness.load.generator import origin, request_path
+
+    assert request_path("http://127.0.0.1:8080") == "/v1/classify?top_k=5"
+    assert request_path("http://edge.example:9000/api/infer?model=a") == "/api/infer?model=a"
+    assert origin("http://edge.example:9000/api/infer") == "http://edge.example:9000"

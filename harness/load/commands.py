@@ -88,7 +88,8 @@ def _common(p: argparse.ArgumentParser, default_profile: str = "smoke") -> None:
         action="append",
         default=[],
         metavar="REGION=URL",
-        help="test this endpoint as REGION's PoP instead of starting handlers (repeatable)",
+        help="test this endpoint as REGION's PoP instead of starting handlers (repeatable); images are "
+        "POSTed to the URL's path, or to /v1/classify?top_k=5 when it has none",
     )
     p.add_argument("--rate", type=float, default=None, help="override the base arrival rate, req/s per region")
     p.add_argument(

@@ -43,6 +43,7 @@ SAMPLE_FIELDS = (
 )
 DROPPED = -1  # status of an arrival that was never sent: the outstanding limit was reached
 CONN_ERROR = 0  # status of a request that got no HTTP response
+DEFAULT_PATH = "/v1/classify?top_k=5"  # the reference handler's endpoint
 
 
 @dataclass
@@ -112,7 +113,7 @@ class PopHealth:
         while self.down:
             gevent.sleep(self.probe_interval_s)
             for pop in list(self.down):
-                url = URL(self.targets[pop] + "/healthz")
+                url = URL(origin(self.targets[pop]) + "/healthz")
                 try:
                     client = HTTPClient.from_url(url, connection_timeout=0.5, network_timeout=0.5)
                     try:
@@ -137,6 +138,18 @@ def parse_server_timing(value: str | None) -> dict[str, float]:
                 with contextlib.suppress(ValueError):
                     out[name.strip()] = float(v.strip('"'))
     return out
+
+
+def request_path(url: str) -> str:
+    """Where to POST images: the target URL's own path if it has one (any endpoint), else our handler's."""
+    u = URL(url)
+    return u.request_uri if u.path not in ("", "/") else DEFAULT_PATH
+
+
+def origin(url: str) -> str:
+    """scheme://host:port of a target URL."""
+    u = URL(url)
+    return f"{u.scheme}://{u.host}:{u.port}"
 
 
 def traceparent(rng: random.Random) -> str:
@@ -244,7 +257,7 @@ class ArrivalLoop:
             if client is None:
                 raise ConnectionError("no healthy PoP")
             self.counter.sent += 1
-            resp = client.post("/v1/classify?top_k=5", body=body, headers=headers)
+            resp = client.post(request_path(route["url"]), body=body, headers=headers)
             resp.read()
             end = time.perf_counter()
             status = resp.status_code
