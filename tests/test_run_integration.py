@@ -307,3 +307,26 @@ def test_sweep_reports_capacity_and_curve(tmp_path):
     assert [s["rate"] for s in summary["steps"]] == [10, 20]
     assert summary["capacity_rps"] == 20 and all(s["p50_ms"] for s in summary["steps"])
     assert "data:image/png;base64," in (out / "sweep.html").read_text()
+
+
+def test_requests_still_in_flight_at_the_end_count_as_errors(tmp_path, known_server):
+    url = known_server("constant:4000", region="paris")  # 4 s: longer than the 2 s drain
+    out = tmp_path / "out"
+    lenient = "defaults:\n  error_rate: 0.5\nvalidity:\n  min_duration_s: 1\n"
+    r = edgeharness(
+        "run",
+        "--profile",
+        str(profile(tmp_path, duration=2, rate=5)),
+        "--slo",
+        str(slo(tmp_path, lenient)),
+        "--target",
+        f"paris={url}",
+        "--out",
+        str(out),
+    )
+    assert r.returncode == 1, r.stdout + r.stderr
+    paris = json.loads((out / "results.json").read_text())["regions"]["paris"]
+    assert paris["counts"]["scheduled"] == paris["counts"]["errors"] > 0
+    assert paris["error_rate"] == 1.0
+    rows = (out / "raw").glob("samples-*.csv")
+    assert "unfinished" in "".join(f.read_text() for f in rows)

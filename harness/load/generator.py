@@ -274,6 +274,11 @@ class ArrivalLoop:
                 exc, ConnectionRefusedError | ConnectionResetError | BrokenPipeError | socket.timeout
             ):
                 self.health.mark_down(pop)
+        except gevent.GreenletExit:
+            # Still in flight when the drain time ran out: a request the user never got answered, so it
+            # is recorded as an error rather than silently left out of the counts.
+            end = time.perf_counter()
+            error = "unfinished: still in flight when the run ended"
         finally:
             self.counter.outstanding -= 1
         latency = end - due
