@@ -449,9 +449,8 @@ class Run:
             "timeseries": timeseries(samples),
             "catalogue": {
                 "file": self.catalogue.file,
-                "regions": {
-                    r: vars(self.catalogue.regions[r]) for r in sorted(set(self.profile.regions) | set(self.pops))
-                },
+                "regions": {name: vars(r) for name, r in sorted(self.catalogue.regions.items())},
+                "used": sorted(set(self.profile.regions) | set(self.pops)),
             },
         }
         (self.out / "results.json").write_text(json.dumps(results, indent=2), encoding="utf-8")

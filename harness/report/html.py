@@ -103,8 +103,16 @@ def _plots(results: dict[str, Any], samples: list[Any] | None) -> dict[str, str]
                 dst = cat.get(pop)
                 if src and dst:
                     ax.plot([src["lon"], dst["lon"]], [src["lat"], dst["lat"]], color="#999", linewidth=0.8)
+        used = set(results.get("catalogue", {}).get("used", cat))
         for name, r in cat.items():
             pop = results.get("pops", {}).get(name)
+            if name not in used:
+                # Catalogue regions this run did not use: context only.
+                ax.scatter([r["lon"]], [r["lat"]], s=12, color="#bbb")
+                ax.annotate(
+                    r["city"], (r["lon"], r["lat"]), textcoords="offset points", xytext=(5, 4), fontsize=7, color="#999"
+                )
+                continue
             if pop:
                 p50 = pop.get("client_latency_ms", {}).get("all", {}).get("p50")
                 ax.scatter([r["lon"]], [r["lat"]], marker="s", s=80, color="#1f77b4")
