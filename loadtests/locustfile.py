@@ -130,6 +130,10 @@ class ProfileShape(LoadTestShape):
 @events.init.add_listener
 def _on_init(environment: Environment, **_: Any) -> None:
     _state["recorder"] = Recorder()
+    if USER_CLASSES and plan().client_otlp:
+        from harness.load.client_telemetry import ClientTelemetry
+
+        _state["recorder"].telemetry = ClientTelemetry.from_spec(plan().client_otlp, list(plan().routes))
     _state["health"] = PopHealth(plan().targets) if USER_CLASSES else None
 
 
@@ -172,3 +176,6 @@ def _on_test_stop(environment: Environment, **_: Any) -> None:
 @events.quitting.add_listener
 def _on_quitting(environment: Environment, **_: Any) -> None:
     _flush(environment)
+    telemetry = _state["recorder"].telemetry if "recorder" in _state else None
+    if telemetry is not None:
+        telemetry.shutdown()  # exports what the last interval recorded

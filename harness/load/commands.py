@@ -107,6 +107,21 @@ def _common(p: argparse.ArgumentParser, default_profile: str = "smoke") -> None:
     p.add_argument("--model", default=None, help="model for local handlers (default models/mobilenetv2-int8.onnx)")
     p.add_argument("--regions-file", default=None, help="region catalogue (default: the packaged one)")
     p.add_argument("--seed", type=int, default=1, help="seed of the arrival schedules")
+    p.add_argument(
+        "--stack",
+        default="",
+        metavar="native|DIR",
+        help="run against the telemetry pipeline: `native` starts one for this run (handler and collector "
+        "per region, Prometheus; see `edgeharness up`), DIR uses a stack `edgeharness up --run-dir DIR` "
+        "started; server-side percentiles then come from Prometheus too",
+    )
+    p.add_argument(
+        "--client-otlp",
+        default="",
+        metavar="URL|REGION=URL,...",
+        help="export client-side metrics by OTLP/HTTP: one collector, or one per client region "
+        "(with --stack: each client region's own collector)",
+    )
     p.add_argument("--quiet", action="store_true", help="only the verdict table")
 
 
@@ -130,6 +145,8 @@ def _settings(args: argparse.Namespace) -> Any:
         regions_file=args.regions_file,
         rate=args.rate,
         seed=args.seed,
+        stack=args.stack,
+        client_otlp=args.client_otlp,
         quiet=args.quiet,
     )
 

@@ -64,6 +64,8 @@ class Recorder:
     """Every arrival's outcome, kept whole (a run is thousands of rows) and written as CSV."""
 
     rows: list[tuple] = field(default_factory=list)
+    # Client-side OpenTelemetry metrics (harness.load.client_telemetry.ClientTelemetry), when configured.
+    telemetry: Any = None
     counters: dict[str, Counters] = field(default_factory=dict)
 
     def counter(self, region: str) -> Counters:
@@ -223,6 +225,8 @@ class ArrivalLoop:
             self.counter.scheduled += 1
             if self.counter.outstanding >= prof.max_outstanding:
                 self.counter.dropped += 1
+                if self.recorder.telemetry is not None:
+                    self.recorder.telemetry.arrival(self.region, "dropped")
                 self.recorder.rows.append(
                     (self.region, "", round(t, 6), 0, 0, DROPPED, -1, 0, 0, 0.0, "", 0, 0, "dropped: outstanding limit")
                 )
@@ -313,6 +317,9 @@ class ArrivalLoop:
                 error,
             )
         )
+        if self.recorder.telemetry is not None:
+            self.recorder.telemetry.arrival(self.region, "late" if send_delay > self.late_s else "sent")
+            self.recorder.telemetry.request(self.region, pop, latency, status, cold)
         if self.fire is not None:
             self.fire(
                 request_type="POST",

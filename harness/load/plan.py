@@ -40,6 +40,9 @@ class Plan:
     seed: int = 1
     spin_ms: float = 1.0  # busy-wait this close to an intended send, since timers wake up to 1 ms late
     corpus: dict[str, Any] = field(default_factory=dict)
+    # Where load processes send client-side metrics: `region=url,...` (each client region to its own
+    # collector) or one OTLP/HTTP URL for all; empty: none.
+    client_otlp: str = ""
 
     def profile_obj(self) -> Profile:
         """The profile as an object."""
@@ -119,10 +122,13 @@ def plan_from_env(env: dict[str, str] | None = None) -> Plan:
 
         profile = scaled(profile, float(env["EDGE_DURATION"]))
     targets = parse_targets(env.get("EDGE_TARGETS", ""), "EDGE_TARGETS")
-    return build_plan(
+    plan = build_plan(
         profile,
         targets,
         env.get("EDGE_OUT", "out"),
         catalogue=cat,
         instances_per_region=int(env.get("EDGE_INSTANCES_PER_REGION", "1")),
     )
+    # Compose names one collector for the load generator with the standard OpenTelemetry variable.
+    plan.client_otlp = env.get("EDGE_CLIENT_OTLP") or env.get("OTEL_EXPORTER_OTLP_ENDPOINT", "")
+    return plan

@@ -43,6 +43,8 @@ class RunSettings:
     seed: int = 1
     start_lead_s: float = 6.0  # Locust start-up and corpus building happen before t=0
     handler_args: list[str] = field(default_factory=list)
+    stack: str = ""  # "": PoPs only; "native": start the telemetry pipeline too; a folder: use a running one
+    client_otlp: str = ""  # where load processes export client-side metrics (see Plan.client_otlp)
     quiet: bool = False
 
     def to_dict(self) -> dict[str, Any]:
@@ -291,6 +293,7 @@ class Run:
             instances_per_region=max(1, self.s.workers),
             seed=self.s.seed,
         )
+        plan.client_otlp = self.s.client_otlp
         plan_path = self.out / "plan.json"
         plan.save(plan_path)
         self.t0 = plan.start_at
@@ -395,12 +398,58 @@ class Run:
         )
         with Supervisor() as sup:
             self.ensure_model(sup)
+            if self.s.stack:
+                self.attach_stack(sup)
             self.start_pops(sup)
             self.drive(sup)
             process_cold = self.process_cold_starts(sup)
-        return self.finish(started, process_cold)
+            server = self.server_side()
+        return self.finish(started, process_cold, server)
 
-    def finish(self, started: float, process_cold: list[dict[str, Any]]) -> int:
+    def attach_stack(self, sup: Supervisor) -> None:
+        """Point the run at the telemetry pipeline: its handlers become the targets, its collectors
+        receive the client-side metrics, and its Prometheus gives the server-side figures."""
+        from harness.stack.native import start_for_run, state_of
+
+        if self.s.stack == "native":
+            regions = tuple(dict.fromkeys([*self.profile.regions, *self.s.targets]))
+            stack = start_for_run(sup, regions, self.out / "stack", self.profile.pop_idle_timeout_s or 0.0)
+            self.stack_state = state_of(stack)
+            self.stack_fresh = True
+            self.say(f"native stack up: Prometheus {self.stack_state['prometheus']}, logs in {self.out / 'stack'}")
+        else:
+            from harness.stack.native import load_state
+
+            self.stack_state = load_state(Path(self.s.stack))
+        handlers = {s["region"]: s["url"] for s in self.stack_state["services"] if s["kind"] == "handler"}
+        collectors = {s["region"]: s["url"] for s in self.stack_state["services"] if s["kind"] == "collector"}
+        self.s.targets = self.s.targets or {r: handlers[r] for r in self.profile.regions if r in handlers}
+        if not self.s.client_otlp:
+            self.s.client_otlp = ",".join(f"{r}={u}" for r, u in collectors.items())
+
+    def server_side(self) -> dict[str, Any] | None:
+        """Per-region server figures from the stack's Prometheus, once the handlers' last export is in."""
+        state = getattr(self, "stack_state", None)
+        if state is None:
+            return None
+        from harness.stack.serverside import try_server_side
+
+        fresh = getattr(self, "stack_fresh", False)
+        window = None if fresh else self.profile.duration_s + self.profile.drain_s + self.s.start_lead_s
+        # Handlers export every few seconds and collectors batch: wait for the counts to settle.
+        deadline, previous = time.time() + 20, None
+        while True:
+            figures, error = try_server_side(state["prometheus"], window)
+            counts = {r: f["requests"] for r, f in figures.items()}
+            if error or (counts and counts == previous) or time.time() > deadline:
+                break
+            previous = counts
+            time.sleep(6)
+        return {"source": "prometheus", "url": state["prometheus"], "regions": figures, "error": error}
+
+    def finish(
+        self, started: float, process_cold: list[dict[str, Any]], server: dict[str, Any] | None = None
+    ) -> int:
         """Aggregate the samples, judge, write results.json and report.html, print the table."""
         from harness.load.recorder import aggregate, read_samples, timeseries
         from harness.report.html import write_report
@@ -446,6 +495,7 @@ class Run:
             },
             "regions": figures["regions"],
             "process_cold_start": process_cold,
+            "server_side": server,
             "timeseries": timeseries(samples),
             "catalogue": {
                 "file": self.catalogue.file,

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import random
 import signal
 import socket
 import sys
@@ -257,14 +258,18 @@ class NativeStack:
             time.sleep(0.1)
 
     def write_state(self) -> None:
-        state = {
-            "started_at": time.time(),
-            "config": {**asdict(self.config), "run_dir": str(self.config.run_dir),
-                       "models_dir": str(self.config.models_dir)},
-            "prometheus": self.plan.prometheus_url,
-            "services": [asdict(s) for s in self.services],
-        }  # fmt: skip
-        (self.run_dir / STATE_FILE).write_text(json.dumps(state, indent=2))
+        (self.run_dir / STATE_FILE).write_text(json.dumps(state_of(self), indent=2))
+
+
+def state_of(stack: NativeStack) -> dict[str, Any]:
+    """What `up` records in stack.json: enough for `down`, `status` and `run --stack DIR`."""
+    config = stack.config
+    return {
+        "started_at": time.time(),
+        "config": {**asdict(config), "run_dir": str(config.run_dir), "models_dir": str(config.models_dir)},
+        "prometheus": stack.plan.prometheus_url,
+        "services": [asdict(s) for s in stack.services],
+    }
 
 
 def load_state(run_dir: Path) -> dict[str, Any]:
@@ -320,6 +325,23 @@ def down(run_dir: Path, timeout_s: float = 15.0) -> list[str]:
                 os.killpg(svc["pid"], signal.SIGKILL)
     (run_dir / STATE_FILE).unlink(missing_ok=True)
     return stopped
+
+
+def start_for_run(sup: Supervisor, regions: tuple[str, ...], run_dir: Path, idle_timeout_s: float) -> NativeStack:
+    """A stack for one run, under the run's supervisor (stopped with the run), on a free port range."""
+    last: Exception | None = None
+    for _attempt in range(8):
+        base = random.randrange(20000, 50000, 100)
+        config = StackConfig(regions=regions, run_dir=run_dir, base_port=base, idle_timeout_s=idle_timeout_s)
+        try:
+            Plan.for_config(config).check_ports_free()
+        except StackError as exc:
+            last = exc
+            continue
+        stack = NativeStack(config, sup)
+        stack.start()
+        return stack
+    raise StackError(f"no free port range for the native stack: {last}")
 
 
 def up(config: StackConfig) -> NativeStack:
