@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import random
 import subprocess
 import sys
@@ -15,7 +16,7 @@ from handler_fixtures import ROOT, models_dir  # noqa: F401
 
 from harness.dashboards import dashboard_variables, panel_queries, read_dashboard
 from harness.load.processes import Supervisor
-from harness.stack.native import NativeStack, StackConfig, StackError
+from harness.stack.native import NativeStack, StackConfig, StackError, alive
 from harness.stack.prometheus import PrometheusClient
 
 REGIONS = ("nairobi", "paris", "san-francisco")
@@ -96,3 +97,42 @@ def test_client_latency_sits_beside_server_latency(stack_after_run: NativeStack)
     assert set(pops) >= set(REGIONS)
     arrivals = prom.scalar_by("sum by (outcome) (edgeharness_client_arrivals_total)", "outcome")
     assert arrivals.get("sent", 0) > 0
+
+
+def test_handler_killed_mid_run_is_reported_for_its_region_only(
+    models_dir: Path,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    require_otelcol()
+    require_prometheus()
+    sup = Supervisor()
+    config = StackConfig(regions=REGIONS, run_dir=tmp_path / "stack", base_port=random.randrange(40000, 50000, 100),
+                         models_dir=models_dir, metrics_interval="1s")  # fmt: skip
+    stack = NativeStack(config, sup)
+    try:
+        stack.start()
+        out = tmp_path / "run"
+        run = subprocess.Popen(
+            [sys.executable, "-m", "harness", "run", "--stack", str(config.run_dir), "--duration", "20",
+             "--out", str(out), "--quiet"],
+            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        )  # fmt: skip
+        # Locust starts and the schedule's t=0 comes a few seconds in; kill paris's PoP mid-schedule.
+        deadline = time.monotonic() + 60
+        while not list((out / "raw").glob("progress-*.json")) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        time.sleep(12)
+        stack.kill("handler-paris")
+        output, _ = run.communicate(timeout=240)
+        results = json.loads((out / "results.json").read_text())
+    finally:
+        sup.stop_all()
+    regions = results["regions"]
+    # Requests that reached the dead PoP failed and are counted; paris clients then moved to the next PoP.
+    assert regions["paris"]["counts"]["errors"] >= 1, output[-2000:]
+    assert results["pops"]["paris"]["counts"]["errors"] >= 1
+    for other in ("nairobi", "san-francisco"):
+        assert regions[other]["counts"]["errors"] == 0, (other, regions[other]["counts"])
+    # Every process of the stack is gone after the supervisor stopped it (what `down` does for `up`).
+    for service in stack.services:
+        assert not alive(service.pid), service.name

@@ -19,7 +19,7 @@ from handler_fixtures import ROOT, jpeg, models_dir  # noqa: F401
 
 from harness.load.processes import Supervisor
 from harness.stack import components
-from harness.stack.native import NativeStack, Plan, StackConfig, StackError, down, load_state, status
+from harness.stack.native import NativeStack, Plan, StackConfig, StackError, alive, down, load_state, status
 from harness.stack.prometheus import PrometheusClient
 
 REGIONS = ("nairobi", "paris", "san-francisco")
@@ -287,14 +287,7 @@ def test_down_stops_every_process(stack: NativeStack) -> None:
     stopped = down(stack.run_dir)
     assert len(stopped) == len(pids)
     for pid in pids:
-        assert eventually(lambda p=pid: not Path(f"/proc/{p}").exists() or _zombie(p), 20, f"pid {pid} to exit")
-
-
-def _zombie(pid: int) -> bool:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
-    except OSError:
-        return True
+        assert eventually(lambda p=pid: not alive(p), 20, f"pid {pid} to exit")
 
 
 def test_native_stack_runs_the_config_files_compose_mounts(tmp_path: Path) -> None:

@@ -282,7 +282,8 @@ def load_state(run_dir: Path) -> dict[str, Any]:
         raise StackError(f"{path} is not valid JSON ({exc}); remove it and stop the processes by hand") from None
 
 
-def _alive(pid: int) -> bool:
+def alive(pid: int) -> bool:
+    """The process exists and is not a zombie."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -301,7 +302,7 @@ def status(run_dir: Path) -> list[dict[str, Any]]:
     state = load_state(run_dir)
     rows = []
     for svc in state["services"]:
-        running = _alive(svc["pid"])
+        running = alive(svc["pid"])
         rows.append({**svc, "running": running, "healthy": running and http_ok(svc["health_url"])})
     return rows
 
@@ -312,15 +313,15 @@ def down(run_dir: Path, timeout_s: float = 15.0) -> list[str]:
     stopped = []
     services = list(reversed(state["services"]))
     for svc in services:
-        if _alive(svc["pid"]):
+        if alive(svc["pid"]):
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(svc["pid"], signal.SIGTERM)
             stopped.append(svc["name"])
     deadline = time.monotonic() + timeout_s
     for svc in services:
-        while _alive(svc["pid"]) and time.monotonic() < deadline:
+        while alive(svc["pid"]) and time.monotonic() < deadline:
             time.sleep(0.05)
-        if _alive(svc["pid"]):
+        if alive(svc["pid"]):
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(svc["pid"], signal.SIGKILL)
     (run_dir / STATE_FILE).unlink(missing_ok=True)
