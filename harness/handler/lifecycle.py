@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Executor
@@ -65,8 +64,6 @@ class ModelRuntime:
         self._ever_loaded = False
         self.cold_starts = 0
         self.last_cold_start: ColdStart | None = None
-        # Guards unload against a request picking the model up on another thread at the same moment.
-        self._unload_guard = threading.Lock()
 
     @property
     def loaded(self) -> LoadedModel | None:
@@ -131,14 +128,10 @@ class ModelRuntime:
             return False
         if self._clock() - self._last_used < self.idle_timeout_s:
             return False
-        with self._unload_guard:
-            self._model = None
-        self._on_loaded_changed(False)
-        return True
-
-    def unload(self) -> None:
+        # acquire() and this run on the event loop, so no request can take the model up in between.
         self._model = None
         self._on_loaded_changed(False)
+        return True
 
     async def watch_idle(self) -> None:
         """Background task: checks often enough that a release is at most ~1/10 of the timeout late."""
