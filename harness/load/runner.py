@@ -447,9 +447,7 @@ class Run:
             time.sleep(6)
         return {"source": "prometheus", "url": state["prometheus"], "regions": figures, "error": error}
 
-    def finish(
-        self, started: float, process_cold: list[dict[str, Any]], server: dict[str, Any] | None = None
-    ) -> int:
+    def finish(self, started: float, process_cold: list[dict[str, Any]], server: dict[str, Any] | None = None) -> int:
         """Aggregate the samples, judge, write results.json and report.html, print the table."""
         from harness.load.recorder import aggregate, read_samples, timeseries
         from harness.report.html import write_report
@@ -567,5 +565,15 @@ def rejudge(out: Path, slo: str | None = None, quiet: bool = False) -> int:
     )
     r = Run(settings, profile=Profile.from_dict(plan.profile))
     r.pops = {pop: Pop(pop, url) for pop, url in plan.targets.items()}
+    previous = Path(out) / "results.json"
+    if previous.exists():
+        # Keep what only the live run knew: PoP outages and process-level cold starts.
+        try:
+            before = json.loads(previous.read_text(encoding="utf-8"))
+        except ValueError:
+            before = {}
+        for pop, p in r.pops.items():
+            p.events = before.get("pops", {}).get(pop, {}).get("events", [])
+        return r.finish(time.time(), before.get("process_cold_start", []))
     r.t0 = plan.start_at
     return r.finish(time.time(), [])
