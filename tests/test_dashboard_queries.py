@@ -50,6 +50,7 @@ def stack_after_run(models_dir: Path, tmp_path_factory: pytest.TempPathFactory) 
         )  # fmt: skip
         assert result.returncode in (0, 1, 2), result.stderr[-3000:]
         assert (out / "results.json").exists(), result.stdout[-3000:] + result.stderr[-3000:]
+        stack.last_run = out  # type: ignore[attr-defined]
         yield stack
     finally:
         sup.stop_all()
@@ -97,6 +98,20 @@ def test_client_latency_sits_beside_server_latency(stack_after_run: NativeStack)
     assert set(pops) >= set(REGIONS)
     arrivals = prom.scalar_by("sum by (outcome) (edgeharness_client_arrivals_total)", "outcome")
     assert arrivals.get("sent", 0) > 0
+
+
+def test_run_with_the_stack_judges_server_latency_from_prometheus(stack_after_run: NativeStack) -> None:
+    results = json.loads((stack_after_run.last_run / "results.json").read_text())  # type: ignore[attr-defined]
+    server = results["server_side"]
+    assert server["error"] is None and server["url"] == stack_after_run.plan.prometheus_url
+    for region in REGIONS:
+        figures = server["regions"][region]
+        client_ok = results["regions"][region]["counts"]["ok"]
+        # Every request the client saw answered was counted by the handler and reached Prometheus.
+        assert figures["requests"] >= client_ok > 0, (region, figures, client_ok)
+        assert 0 < figures["latency_ms"]["p50"] < figures["latency_ms"]["p99"]
+    checks = [c for c in results["verdict"]["checks"] if c["metric"] == "server_latency_ms"]
+    assert {c["region"] for c in checks} == set(REGIONS)
 
 
 def test_handler_killed_mid_run_is_reported_for_its_region_only(

@@ -435,10 +435,11 @@ class Run:
         from harness.stack.serverside import try_server_side
 
         fresh = getattr(self, "stack_fresh", False)
-        window = None if fresh else self.profile.duration_s + self.profile.drain_s + self.s.start_lead_s
         # Handlers export every few seconds and collectors batch: wait for the counts to settle.
         deadline, previous = time.time() + 20, None
         while True:
+            # A stack started for this run counts everything; a shared one, the time since this run began.
+            window = None if fresh or self.t0 is None else time.time() - self.t0 + 2
             figures, error = try_server_side(state["prometheus"], window)
             counts = {r: f["requests"] for r, f in figures.items()}
             if error or (counts and counts == previous) or time.time() > deadline:
@@ -456,6 +457,9 @@ class Run:
 
         samples = read_samples(self.out)
         figures = aggregate(samples, self.profile.late_threshold_ms)
+        for region, fig in (server or {}).get("regions", {}).items():
+            if region in figures["regions"]:
+                figures["regions"][region]["server_latency_ms"] = {"count": fig["requests"], **fig["latency_ms"]}
         measured_s = measured_duration(samples, self.profile.duration_s)
         verdict = evaluate(
             self.slo, figures, duration_s=measured_s, expects_cold_starts=self.profile.expects_cold_starts

@@ -202,6 +202,21 @@ def render(results: dict[str, Any], samples: list[Any] | None = None) -> str:
         ):
             parts.append(f"<tr><td class='l'>{_e(name)}</td><td class='l'>{label}</td>{_pct_row(s)}</tr>")
     parts.append("</table>")
+    server = results.get("server_side")
+    if server:
+        parts.append(
+            f"<h2>Server side, from Prometheus (ms)</h2><p>{_e(server['url'])}"
+            + (f": unavailable ({_e(server['error'])})" if server.get("error") else "")
+            + "</p><table><tr><th class='l'>region</th><th>requests</th><th>5xx</th><th>p50</th><th>p90</th>"
+            "<th>p95</th><th>p99</th><th>inference p50</th></tr>"
+        )
+        for name, r in sorted(server["regions"].items()):
+            cells = "".join(f"<td>{r['latency_ms'].get(k, '-')}</td>" for k in ("p50", "p90", "p95", "p99"))
+            parts.append(
+                f"<tr><td class='l'>{_e(name)}</td><td>{r['requests']}</td><td>{r['errors']}</td>{cells}"
+                f"<td>{r['inference_ms'].get('p50', '-')}</td></tr>"
+            )
+        parts.append("</table>")
     for key, title in (
         ("latency_time", "Latency over time"),
         ("cdf", "Latency CDF, cold vs warm"),

@@ -88,6 +88,9 @@ def print_verdict(results: dict[str, Any], console: Any) -> None:
             f"[{style}]{ch['status']}[/]",
         )
     console.print(checks)
+    server = results.get("server_side")
+    if server:
+        console.print(_server_side_table(server))
     for pc in results.get("process_cold_start", []):
         console.print(
             f"process cold start ({pc['region']}, #{pc['repeat'] + 1}): ready {pc['ready_ms']} ms, "
@@ -100,3 +103,24 @@ def print_verdict(results: dict[str, Any], console: Any) -> None:
         console.print(f"  [yellow]invalid:[/] {reason}")
     for name in verdict["failed"]:
         console.print(f"  [red]failed:[/] {name}")
+
+
+def _server_side_table(server: dict[str, Any]) -> Any:
+    """The handlers' own latency per region, from Prometheus: beside the client's figures above."""
+    from rich.table import Table
+
+    t = Table(title=f"Server side, from Prometheus ({server['url']}; ms)", title_justify="left")
+    for col in ("region", "requests", "5xx", "p50", "p90", "p95", "p99", "inference p50"):
+        t.add_column(col, justify="left" if col == "region" else "right")
+    if server.get("error"):
+        t.add_row(f"[yellow]unavailable: {server['error']}[/]", *[""] * 7)
+    for name, r in sorted(server["regions"].items()):
+        lat = r["latency_ms"]
+        t.add_row(
+            name,
+            str(r["requests"]),
+            str(r["errors"]),
+            *(_fmt(lat.get(k)) for k in ("p50", "p90", "p95", "p99")),
+            _fmt(r["inference_ms"].get("p50")),
+        )
+    return t

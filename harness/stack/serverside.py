@@ -13,17 +13,20 @@ INFERENCE = "edgeharness_inference_duration_seconds"
 
 
 def _window(seconds: float) -> str:
-    # PromQL ranges are whole seconds; a range shorter than two export intervals would see no increase.
-    return f"{max(math.ceil(seconds), 10)}s"
+    return f"{max(math.ceil(seconds), 1)}s"  # PromQL durations are whole seconds here
 
 
 def server_side(prom: PrometheusClient, window_s: float | None) -> dict[str, dict[str, Any]]:
     """Per region: request count, error count, and server latency and inference-time percentiles (ms)
     interpolated from the handlers' histograms; over the last `window_s`, or, with None, everything
-    since the handlers started (a stack started for this run: `increase` would miss the first samples)."""
+    since the handlers started (a stack started for this run)."""
 
     def over(selector: str) -> str:
-        return selector if window_s is None else f"increase({selector}[{_window(window_s)}])"
+        # What the counters gained since the window began: now minus then, or all of it for series born
+        # since. (increase() would extrapolate from the first sample and miss what came before it.)
+        if window_s is None:
+            return selector
+        return f"(({selector}) - ({selector} offset {_window(window_s)}) or ({selector}))"
 
     regions: dict[str, dict[str, Any]] = {}
 
