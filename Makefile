@@ -36,7 +36,7 @@ prometheus:
 	collector/install-prometheus.sh
 
 run: setup
-	$(BIN)/edgeharness run
+	$(BIN)/edgeharness run --out runs/latest
 
 lint: $(STAMPS)/venv
 	$(BIN)/ruff check harness tests loadtests dashboards
