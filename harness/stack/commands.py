@@ -7,6 +7,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from harness.stack.config import DEFAULT_BASE_PORT, DEFAULT_REGIONS
+
 RUN_DIR_HELP = "folder for the stack's state, logs, traces and Prometheus data"
 
 
@@ -20,13 +22,13 @@ def register(subparsers: Any) -> None:
             "(`make collector`) and prometheus on PATH (collector/install-prometheus.sh)."
         ),
     )
-    up.add_argument("--regions", default=",".join(_default_regions()), help="comma-separated regions")
+    up.add_argument("--regions", default=",".join(DEFAULT_REGIONS), help="comma-separated regions")
     up.add_argument("--run-dir", type=Path, default=Path("runs/stack"), help=RUN_DIR_HELP)
     up.add_argument("--host", default="127.0.0.1", help="address every service binds")
     up.add_argument(
         "--base-port",
         type=int,
-        default=_default_port(),
+        default=DEFAULT_BASE_PORT,
         help="Prometheus listens here, the model server on +1, region i on +10*(i+1) .. +14",
     )
     up.add_argument("--models-dir", type=Path, default=Path("models"), help="what the model server serves")
@@ -42,21 +44,10 @@ def register(subparsers: Any) -> None:
     status.set_defaults(func=_status)
 
 
-def _default_regions() -> tuple[str, ...]:
-    from harness.stack.native import DEFAULT_REGIONS
-
-    return DEFAULT_REGIONS
-
-
-def _default_port() -> int:
-    from harness.stack.native import DEFAULT_BASE_PORT
-
-    return DEFAULT_BASE_PORT
-
-
 def _up(args: argparse.Namespace) -> int:
     from harness.stack.components import MissingComponent
-    from harness.stack.native import StackConfig, StackError, up
+    from harness.stack.config import StackConfig
+    from harness.stack.native import StackError, up
 
     regions = tuple(r.strip() for r in args.regions.split(",") if r.strip())
     if not regions:

@@ -23,29 +23,13 @@ from typing import Any
 
 from harness.load.processes import Child, Supervisor
 from harness.stack import components as c
+from harness.stack.config import StackConfig
 
-DEFAULT_REGIONS = ("nairobi", "paris", "san-francisco")
-DEFAULT_BASE_PORT = 19100
 STATE_FILE = "stack.json"
-MODEL_FILE = "mobilenetv2-int8.onnx"
 
 
 class StackError(RuntimeError):
     """The stack cannot start or be found; the message says what and how to fix it."""
-
-
-@dataclass(frozen=True)
-class StackConfig:
-    regions: tuple[str, ...] = DEFAULT_REGIONS
-    run_dir: Path = Path("runs/stack")
-    host: str = "127.0.0.1"
-    base_port: int = DEFAULT_BASE_PORT
-    models_dir: Path = Path("models")
-    model_file: str = MODEL_FILE
-    idle_timeout_s: float = 0.0
-    metrics_interval: str = "2s"
-    handler_args: tuple[str, ...] = ()
-    ready_timeout_s: float = 60.0
 
 
 @dataclass

@@ -1,0 +1,26 @@
+"""What a native stack is made of: its regions, ports and paths (light: the CLI imports it for --help)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+DEFAULT_REGIONS = ("nairobi", "paris", "san-francisco")
+DEFAULT_BASE_PORT = 19100
+MODEL_FILE = "mobilenetv2-int8.onnx"
+
+
+@dataclass(frozen=True)
+class StackConfig:
+    """The stack `up` starts: which regions, where it listens, where its files go."""
+
+    regions: tuple[str, ...] = DEFAULT_REGIONS
+    run_dir: Path = Path("runs/stack")
+    host: str = "127.0.0.1"
+    base_port: int = DEFAULT_BASE_PORT
+    models_dir: Path = Path("models")
+    model_file: str = MODEL_FILE
+    idle_timeout_s: float = 0.0
+    metrics_interval: str = "2s"
+    handler_args: tuple[str, ...] = ()
+    ready_timeout_s: float = 60.0
