@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import socket
 import subprocess
 import time
 import urllib.error
@@ -23,6 +22,7 @@ from typing import Any, TypeVar
 
 import pytest
 
+from harness.load.processes import free_port
 from harness.stack.components import (
     BUILDER_MANIFEST,
     HOW_TO_GET_OTELCOL,
@@ -56,13 +56,6 @@ T = TypeVar("T")
 
 
 # --- small process plumbing ---------------------------------------------------------------------
-
-
-def free_port(host: str = LOOPBACK) -> int:
-    """A port that was free a moment ago; callers retry if another process wins the race."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        return sock.getsockname()[1]
 
 
 def wait_for(condition: Callable[[], T | None], timeout: float, what: str, interval: float = 0.25) -> T:

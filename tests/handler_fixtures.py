@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import os
-import socket
 import struct
 import subprocess
 import sys
@@ -16,6 +15,8 @@ from pathlib import Path
 import httpx
 import pytest
 from PIL import Image
+
+from harness.load.processes import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -63,12 +64,6 @@ def png_bomb(width: int = 60_000, height: int = 60_000) -> bytes:
     ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
     idat = zlib.compress(b"\x00" * 64)
     return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class ServeProcess:

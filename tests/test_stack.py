@@ -8,13 +8,13 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
 import httpx
 import pytest
-from collector_fixtures import require_otelcol, require_prometheus
+from collector_fixtures import require_otelcol, require_prometheus, wait_for
 from handler_fixtures import ROOT, jpeg, models_dir  # noqa: F401
 
 from harness.load.processes import Supervisor
@@ -30,20 +30,6 @@ def require_components() -> None:
     """Skip with how to get them; in CI (CI=true) a missing component fails the test instead."""
     require_otelcol()
     require_prometheus()
-
-
-def eventually(check: Callable[[], T | None], timeout_s: float, what: str) -> T:
-    deadline = time.monotonic() + timeout_s
-    last: Any = None
-    while time.monotonic() < deadline:
-        try:
-            last = check()
-            if last:
-                return last
-        except Exception as exc:  # a failed poll is a poll that has not succeeded yet
-            last = exc
-        time.sleep(0.5)
-    raise AssertionError(f"timed out after {timeout_s:g} s waiting for {what} (last: {last!r})")
 
 
 # -- without the binaries ---------------------------------------------------------------------------
@@ -184,18 +170,18 @@ def test_metrics_traces_and_exemplars_reach_prometheus_per_region(stack: NativeS
         found = {s["metric"].get("cloud_region") for s in prom.query(promql)}
         return found if found >= set(REGIONS) else None
 
-    eventually(lambda: regions_of("count by (cloud_region) (http_server_request_duration_seconds_bucket)"), 30,
+    wait_for(lambda: regions_of("count by (cloud_region) (http_server_request_duration_seconds_bucket)"), 30,
                "request-duration histograms for every region")  # fmt: skip
-    eventually(lambda: regions_of('sum by (cloud_region) (faas_coldstarts_total{edgeharness_coldstart_kind="model"})'),
+    wait_for(lambda: regions_of('sum by (cloud_region) (faas_coldstarts_total{edgeharness_coldstart_kind="model"})'),
                30, "model cold-start counters for every region")  # fmt: skip
-    eventually(lambda: regions_of("count by (cloud_region) (traces_span_metrics_duration_milliseconds_bucket)"), 30,
+    wait_for(lambda: regions_of("count by (cloud_region) (traces_span_metrics_duration_milliseconds_bucket)"), 30,
                "span-metrics histograms for every region")  # fmt: skip
-    eventually(lambda: regions_of("sum by (cloud_region) (otelcol_receiver_accepted_spans_total)"), 30,
+    wait_for(lambda: regions_of("sum by (cloud_region) (otelcol_receiver_accepted_spans_total)"), 30,
                "the collectors' own telemetry for every region")  # fmt: skip
 
     # Exemplars link latency samples to trace ids, on the handler's histogram and on span metrics.
     for metric in ("http_server_request_duration_seconds_bucket", "traces_span_metrics_duration_milliseconds_bucket"):
-        exemplars = eventually(lambda m=metric: prom.exemplars(m), 30, f"exemplars on {metric}")
+        exemplars = wait_for(lambda m=metric: prom.exemplars(m), 30, f"exemplars on {metric}")
         trace_ids = {e["labels"].get("trace_id") for series in exemplars for e in series["exemplars"]}
         assert all(t and len(t) == 32 for t in trace_ids), trace_ids
 
@@ -217,7 +203,7 @@ def test_metrics_traces_and_exemplars_reach_prometheus_per_region(stack: NativeS
                                 spans.append((res, span))
             return spans
 
-        found = eventually(cold_spans, 30, f"cold-start spans from {region}")
+        found = wait_for(cold_spans, 30, f"cold-start spans from {region}")
         assert all(res["cloud.region"] == {"stringValue": region} for res, _span in found)
 
 
@@ -233,7 +219,7 @@ def test_server_p50_from_prometheus_agrees_with_the_handler(stack: NativeStack, 
                                  "cloud_region")  # fmt: skip
             return got.get(r, 0) >= want
 
-        eventually(prom_count, 30, f"Prometheus to hold all {own_count:.0f} requests of {region}")
+        wait_for(prom_count, 30, f"Prometheus to hold all {own_count:.0f} requests of {region}")
         buckets = f"http_server_request_duration_seconds_bucket{{{selector}}}"
         p50 = prom.scalar_by(f"histogram_quantile(0.5, sum by (le, cloud_region) ({buckets}))", "cloud_region")[region]
         assert abs(p50 - own_p50) <= 0.00025, (region, p50, own_p50)  # one bucket: the histogram's resolution
@@ -247,21 +233,21 @@ def _count(prom: PrometheusClient, region: str) -> float:
 
 def test_collector_killed_handler_keeps_serving_and_data_resumes(stack: NativeStack, prom: PrometheusClient) -> None:
     before = drive(stack, ("nairobi",), count=40)["nairobi"]
-    eventually(lambda: _count(prom, "paris") > 0, 30, "paris data")
+    wait_for(lambda: _count(prom, "paris") > 0, 30, "paris data")
     paris_before = _count(prom, "paris")
     stack.kill("collector-nairobi")
     during = drive(stack, ("nairobi", "paris"), count=40)
     # No errors (drive asserts 200s) and the same latency within noise: telemetry never hurts requests.
     assert statistics.median(during["nairobi"]) <= statistics.median(before) * 1.5 + 2.0
     # The other regions' telemetry keeps flowing.
-    eventually(lambda: _count(prom, "paris") > paris_before, 30, "paris data while nairobi's collector is down")
+    wait_for(lambda: _count(prom, "paris") > paris_before, 30, "paris data while nairobi's collector is down")
     # The handler counts what it could not export.
     text = httpx.get(f"{stack.plan.handler_url('nairobi')}/metrics").text
     assert any(line.startswith("edgeharness_telemetry_dropped_total{") for line in text.splitlines())
     nairobi_before = _count(prom, "nairobi")
     stack.restart("collector-nairobi")
     drive(stack, ("nairobi",), count=10)
-    eventually(lambda: _count(prom, "nairobi") > nairobi_before, 30, "nairobi data after its collector returned")
+    wait_for(lambda: _count(prom, "nairobi") > nairobi_before, 30, "nairobi data after its collector returned")
 
 
 def test_prometheus_down_for_a_while_collectors_survive_and_catch_up(
@@ -279,7 +265,7 @@ def test_prometheus_down_for_a_while_collectors_survive_and_catch_up(
     stack.restart("prometheus")
     drive(stack, REGIONS, count=5)
     for region in REGIONS:
-        eventually(lambda r=region: _count(prom, r) >= 65, 60, f"{region} data after Prometheus returned")
+        wait_for(lambda r=region: _count(prom, r) >= 65, 60, f"{region} data after Prometheus returned")
 
 
 def test_down_stops_every_process(stack: NativeStack) -> None:
@@ -287,7 +273,7 @@ def test_down_stops_every_process(stack: NativeStack) -> None:
     stopped = down(stack.run_dir)
     assert len(stopped) == len(pids)
     for pid in pids:
-        assert eventually(lambda p=pid: not alive(p), 20, f"pid {pid} to exit")
+        assert wait_for(lambda p=pid: not alive(p), 20, f"pid {pid} to exit")
 
 
 def test_native_stack_runs_the_config_files_compose_mounts(tmp_path: Path) -> None:

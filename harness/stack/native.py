@@ -15,13 +15,11 @@ import signal
 import socket
 import sys
 import time
-import urllib.error
-import urllib.request
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from harness.load.processes import Child, Supervisor
+from harness.load.processes import Child, Supervisor, http_ok, wait_ready
 from harness.stack import components as c
 from harness.stack.config import StackConfig
 
@@ -103,14 +101,6 @@ def _model_sha256(models_dir: Path, model_file: str) -> str | None:
     with contextlib.suppress(OSError, ValueError, KeyError):
         return str(json.loads(manifest.read_text())["sha256"])
     return None
-
-
-def http_ok(url: str, timeout_s: float = 1.0) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=timeout_s) as response:
-            return 200 <= response.status < 300
-    except (urllib.error.URLError, OSError):
-        return False
 
 
 class NativeStack:
@@ -226,20 +216,10 @@ class NativeStack:
         child = self.sup.start(service.name, argv, log_path=Path(service.log), env=env)
         self._children[service.name] = child
         service.pid = child.proc.pid
-        deadline = time.monotonic() + self.config.ready_timeout_s
-        while not http_ok(service.health_url):
-            if not child.alive():
-                raise StackError(
-                    f"{service.name} exited with status {child.proc.returncode} before it was "
-                    f"healthy; its log ({service.log}) ends:\n{child.log_tail()}"
-                )
-            if time.monotonic() > deadline:
-                raise StackError(
-                    f"{service.name} not healthy at {service.health_url} after "
-                    f"{self.config.ready_timeout_s:g} s; its log ({service.log}) ends:\n"
-                    f"{child.log_tail()}"
-                )
-            time.sleep(0.1)
+        try:
+            wait_ready(service.health_url, child, self.config.ready_timeout_s, path="")
+        except RuntimeError as exc:
+            raise StackError(f"{service.name} did not become healthy (log: {service.log}): {exc}") from None
 
     def write_state(self) -> None:
         (self.run_dir / STATE_FILE).write_text(json.dumps(state_of(self), indent=2))
