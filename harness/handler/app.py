@@ -115,17 +115,16 @@ class Handler:
     # -- lifecycle -------------------------------------------------------------------------------------
 
     def _record_model_load(self, cold: ColdStart) -> None:
-        attrs = {"edgeharness.coldstart.kind": "model", "edgeharness.coldstart.reason": cold.reason}
-        self.instruments.init_duration.record(cold.total_ms / 1000, attrs)
-        for phase, ms in cold.phases_ms.items():
-            self.instruments.init_phase_duration.record(ms / 1000, {**attrs, "edgeharness.init.phase": phase})
+        kind = {"edgeharness.coldstart.kind": "model", "edgeharness.coldstart.reason": cold.reason}
+        self._record_init(kind, cold.total_ms, cold.phases_ms)
 
     def record_process_init(self) -> None:
-        if self.init.total_ms is None:
-            return
-        attrs = {"edgeharness.coldstart.kind": "process"}
-        self.instruments.init_duration.record(self.init.total_ms / 1000, attrs)
-        for phase, ms in self.init.phases_ms.items():
+        if self.init.total_ms is not None:
+            self._record_init({"edgeharness.coldstart.kind": "process"}, self.init.total_ms, self.init.phases_ms)
+
+    def _record_init(self, attrs: dict[str, str], total_ms: float, phases_ms: dict[str, float]) -> None:
+        self.instruments.init_duration.record(total_ms / 1000, attrs)
+        for phase, ms in phases_ms.items():
             self.instruments.init_phase_duration.record(ms / 1000, {**attrs, "edgeharness.init.phase": phase})
 
     @contextlib.asynccontextmanager
