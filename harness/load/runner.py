@@ -98,6 +98,8 @@ class Run:
                 )
         self.pops: dict[str, Pop] = {}
         self.t0: float | None = None
+        self.stack_state: dict[str, Any] | None = None  # the telemetry stack's stack.json, with --stack
+        self.stack_fresh = False  # started for this run (its counters hold only this run)
 
     # -- PoPs -------------------------------------------------------------------------------------------
 
@@ -429,12 +431,12 @@ class Run:
 
     def server_side(self) -> dict[str, Any] | None:
         """Per-region server figures from the stack's Prometheus, once the handlers' last export is in."""
-        state = getattr(self, "stack_state", None)
+        state = self.stack_state
         if state is None:
             return None
         from harness.stack.serverside import try_server_side
 
-        fresh = getattr(self, "stack_fresh", False)
+        fresh = self.stack_fresh
         # Handlers export every few seconds and collectors batch: wait for the counts to settle.
         deadline, previous = time.time() + 20, None
         while True:
