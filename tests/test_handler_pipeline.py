@@ -16,11 +16,11 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
-def spec(layout: str = "NCHW", height: int = 224, width: int = 224) -> InputSpec:
+def spec(layout: str = "NCHW", height: int = 224, width: int = 224, dtype: str = "float32") -> InputSpec:
     mean = np.asarray(IMAGENET_MEAN, dtype=np.float32)
     std = np.asarray(IMAGENET_STD, dtype=np.float32)
     return InputSpec(
-        layout=layout, height=height, width=width, channels=3, dtype=np.dtype("float32"),
+        layout=layout, height=height, width=width, channels=3, dtype=np.dtype(dtype),
         scale=(1 / (255 * std)).astype(np.float32), offset=(-mean / std).astype(np.float32),
     )  # fmt: skip
 
@@ -107,6 +107,20 @@ def test_preprocess_layouts_and_normalisation() -> None:
     expected = [(v / 255 - m) / s for v, m, s in zip((255, 0, 128), IMAGENET_MEAN, IMAGENET_STD, strict=True)]
     np.testing.assert_allclose(nchw[0, :, 100, 100], expected, rtol=1e-5)
     np.testing.assert_allclose(nhwc[0, 100, 100, :], expected, rtol=1e-5)
+
+
+@pytest.mark.parametrize("layout", ["NCHW", "NHWC"])
+@pytest.mark.parametrize("dtype", ["float32", "float16"])
+def test_preprocess_normalises_every_pixel(layout: str, dtype: str) -> None:
+    # float32 inputs are normalised arithmetically, others through a lookup table: both as the formula.
+    rng = np.random.default_rng(7)
+    image = Image.fromarray(rng.integers(0, 256, (224, 224, 3), dtype=np.uint8))
+    tensor = pipeline.preprocess(image, spec(layout, dtype=dtype))
+    assert tensor.dtype == np.dtype(dtype) and tensor.flags.c_contiguous
+    pixels = np.asarray(image, dtype=np.float64)
+    expected = (pixels / 255 - np.asarray(IMAGENET_MEAN)) / np.asarray(IMAGENET_STD)
+    got = tensor[0].transpose(1, 2, 0) if layout == "NCHW" else tensor[0]
+    np.testing.assert_allclose(got.astype(np.float64), expected, atol=1e-5 if dtype == "float32" else 4e-3)
 
 
 def test_preprocess_centre_crops_to_the_model_aspect() -> None:

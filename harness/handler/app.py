@@ -10,11 +10,9 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-from opentelemetry import trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.applications import Starlette
-from starlette.background import BackgroundTask
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -27,12 +25,15 @@ from harness.handler.errors import HandlerError
 from harness.handler.lifecycle import ColdStart, LoadedModel, ModelRuntime
 from harness.handler.openapi import MAX_TOP_K, openapi_document
 from harness.handler.settings import HandlerSettings
+from harness.handler.spans import span_in_context
 from harness.handler.telemetry import Telemetry, TelemetrySettings
 from harness.model.store import ModelError, ModelInfo, ModelStore
 
 CLASSIFY_ROUTE = "/v1/classify"
 STAGES = ("decode", "preprocess", "inference", "postprocess")
 DEFAULT_TOP_K = 5
+_UNSET_STATUS = Status(StatusCode.UNSET)
+EXEMPLAR_INTERVAL_NS = 10_000_000
 
 
 @dataclass
@@ -48,6 +49,8 @@ class StageTimes:
     """Wall-clock nanosecond marks taken in the worker thread, turned into spans and metrics later."""
 
     marks: list[tuple[str, int, int]] = field(default_factory=list)
+    started: float | None = None  # perf_counter when a worker took the request up
+    finished: float | None = None
 
     def ms(self) -> dict[str, float]:
         return {name: (end - start) / 1e6 for name, start, end in self.marks}
@@ -108,6 +111,8 @@ class Handler:
         )
         self.served = 0
         self.draining = False
+        self._last_exemplar_ns = 0
+        self.deferred = telemetry.defer(self._record_deferred)
         self._base_attrs = {"http.request.method": "POST", "http.route": CLASSIFY_ROUTE}
         self._stage_attrs = {name: {"edgeharness.stage": name} for name in STAGES}
         telemetry.observe_load(lambda: self.admission.active, lambda: self.admission.waiting)
@@ -154,8 +159,10 @@ class Handler:
             outcome.status, outcome.error_code = exc.status, exc.code
             response = _error_response(exc)
         outcome.duration_s = time.perf_counter() - start
-        # Spans and metrics are recorded after the response is sent: telemetry never delays the answer.
-        response.background = BackgroundTask(self._record_after_response, request.headers, outcome)
+        # Spans and metrics are recorded on the telemetry thread after the response has gone: telemetry
+        # never delays the answer, nor takes the event loop's time from the next request.
+        if self.deferred is not None:
+            self.deferred.submit((request.headers, outcome))
         return response
 
     async def _classify(self, request: Request, outcome: Outcome, start: float) -> Response:
@@ -167,9 +174,10 @@ class Handler:
         if not body:
             raise errors.empty_body()
 
-        outcome.queue_s = await self.admission.enter()
-        service_start = time.perf_counter()
+        self.admission.enter()
+        admitted = time.perf_counter()
         cold: ColdStart | None = None
+        times = outcome.stages
         try:
             try:
                 model, cold = await self.runtime.acquire(self.executor)
@@ -179,13 +187,16 @@ class Handler:
             try:
                 loop = asyncio.get_running_loop()
                 predictions = await loop.run_in_executor(
-                    self.executor, run_pipeline, model, body, content_type, top_k,
-                    self.settings.max_image_pixels, outcome.stages,
-                )  # fmt: skip
+                    self.executor, self._run, model, body, content_type, top_k, times
+                )
             finally:
                 self.runtime.release()
         finally:
-            self.admission.leave(time.perf_counter() - service_start)
+            ran = times.started is not None and times.finished is not None
+            self.admission.leave(times.finished - times.started if ran else None)  # type: ignore[operator]
+        # Waiting: from admission to a worker taking the request up, less this request's own model load.
+        assert times.started is not None
+        outcome.queue_s = max(times.started - admitted - (cold.total_ms / 1000 if cold is not None else 0.0), 0.0)
 
         self.served += 1
         first = self.served == 1
@@ -214,10 +225,20 @@ class Handler:
         outcome.status = 200
         return JSONResponse(body_out, headers=headers)
 
-    async def _record_after_response(self, headers: Any, outcome: Outcome) -> None:
-        # A coroutine, so Starlette runs it on the event loop: a plain function would cost a hop to its
-        # thread pool for work that takes ~0.2 ms.
-        self._record_request(headers, outcome)
+    def _run(
+        self, model: LoadedModel, body: bytes, content_type: str, top_k: int, times: StageTimes
+    ) -> list[pipeline.Prediction]:
+        """In a worker: the pipeline, counted as running while it runs."""
+        times.started = time.perf_counter()
+        self.admission.started()
+        try:
+            return run_pipeline(model, body, content_type, top_k, self.settings.max_image_pixels, times)
+        finally:
+            self.admission.finished()
+            times.finished = time.perf_counter()
+
+    def _record_deferred(self, item: tuple[Any, Outcome]) -> None:
+        self._record_request(*item)
 
     def _record_request(self, headers: Any, outcome: Outcome) -> None:
         """The request's server span, its stage spans and its metrics, from the marks taken on the way."""
@@ -229,25 +250,35 @@ class Handler:
         }
         if outcome.error_code:
             attrs["error.type"] = outcome.error_code
-        span_attrs = {**attrs, "url.path": CLASSIFY_ROUTE}
-        if outcome.model is not None:
-            span_attrs["edgeharness.model.name"] = outcome.model.name
-            span_attrs["edgeharness.model.version"] = outcome.model.version
-        tracer = self.telemetry.tracer
-        span = tracer.start_span(
-            f"POST {CLASSIFY_ROUTE}", context=self.telemetry.extract_context(headers), kind=SpanKind.SERVER,
-            start_time=outcome.start_ns, attributes=span_attrs,
-        )  # fmt: skip
-        if outcome.status >= 500:
-            span.set_status(Status(StatusCode.ERROR, outcome.error_code))
-        ctx = trace.set_span_in_context(span)
+        spans = self.telemetry.spans
+        ctx = None
+        if spans is not None:
+            span_attrs = {**attrs, "url.path": CLASSIFY_ROUTE}
+            if outcome.model is not None:
+                span_attrs["edgeharness.model.name"] = outcome.model.name
+                span_attrs["edgeharness.model.version"] = outcome.model.version
+            span = spans.root(
+                f"POST {CLASSIFY_ROUTE}",
+                self.telemetry.extract_context(headers),
+                kind=SpanKind.SERVER,
+                start_ns=outcome.start_ns,
+                end_ns=outcome.start_ns + int(outcome.duration_s * 1e9),
+                attributes=span_attrs,
+                status=Status(StatusCode.ERROR, outcome.error_code) if outcome.status >= 500 else _UNSET_STATUS,
+            )
+            if span is not None:
+                spans.children(span, outcome.stages.marks)
+                ctx = span_in_context(span)
         # The request histogram is recorded in the span's context, so its exemplars link to this trace;
-        # the others carry none (exemplars cost ~10 us a measurement, and span metrics have them too).
+        # the others carry none (span metrics have them too). An exemplar costs about 10 us, and the SDK
+        # keeps only the latest per bucket until the next export, so at most one request per
+        # EXEMPLAR_INTERVAL_NS offers one: every request at light load, a few percent at saturation.
+        if ctx is not None and outcome.start_ns - self._last_exemplar_ns >= EXEMPLAR_INTERVAL_NS:
+            self._last_exemplar_ns = outcome.start_ns
+        else:
+            ctx = None
         self.instruments.request_duration.record(outcome.duration_s, attrs, context=ctx)
         self._record_metrics(outcome)
-        for name, start_ns, end_ns in outcome.stages.marks:
-            tracer.start_span(name, context=ctx, start_time=start_ns).end(end_time=end_ns)
-        span.end(end_time=outcome.start_ns + int(outcome.duration_s * 1e9))
 
     def _record_metrics(self, outcome: Outcome) -> None:
         ins = self.instruments
