@@ -37,7 +37,7 @@ _KINDS = {
 }
 _HAS_IS_REMOTE = 0x100  # SPAN_FLAGS_CONTEXT_HAS_IS_REMOTE_MASK
 _IS_REMOTE = 0x200  # SPAN_FLAGS_CONTEXT_IS_REMOTE_MASK
-_CACHEABLE = (str, bool, int, float)
+_CACHEABLE = frozenset({str, bool, int})
 # Retryable answers, as the OTLP/HTTP specification lists them.
 RETRYABLE_STATUS = frozenset({429, 502, 503, 504})
 
@@ -76,12 +76,26 @@ class SpanEncoder:
         self._scopes: dict[int, tuple[SDKScope | None, InstrumentationScope]] = {}
 
     def encode(self, spans: Sequence[ReadableSpan]) -> bytes:
+        # Spans are grouped by equal resource and scope, as the SDK's encoder does; objects are compared
+        # by identity first, so equality (a resource's is a JSON dump) is checked once per new object.
         grouped: dict[int, tuple[Resource, dict[int, tuple[SDKScope | None, list[ReadableSpan]]]]] = {}
+        resource_group: dict[int, int] = {}
+        scope_group: dict[tuple[int, int], int] = {}
         for span in spans:
             resource = span.resource
             scope = span.instrumentation_scope
-            scopes = grouped.setdefault(id(resource), (resource, {}))[1]
-            scopes.setdefault(id(scope), (scope, []))[1].append(span)
+            r_key = resource_group.get(id(resource))
+            if r_key is None:
+                r_key = next((k for k, (r, _) in grouped.items() if r == resource), id(resource))
+                resource_group[id(resource)] = r_key
+                grouped.setdefault(r_key, (resource, {}))
+            scopes = grouped[r_key][1]
+            s_key = scope_group.get((r_key, id(scope)))
+            if s_key is None:
+                s_key = next((k for k, (sc, _) in scopes.items() if sc == scope), id(scope))
+                scope_group[(r_key, id(scope))] = s_key
+                scopes.setdefault(s_key, (scope, []))
+            scopes[s_key][1].append(span)
         # Messages are built in place (`add()`): a message passed to a constructor would be copied.
         request = ExportTraceServiceRequest()
         for resource, scopes in grouped.values():
@@ -150,19 +164,21 @@ class SpanEncoder:
         out = []
         cache = self._values
         for key, value in attributes.items():
-            if isinstance(value, _CACHEABLE):
-                cache_key = (key, type(value), value)
-                pair = cache.get(cache_key)
-                if pair is None:
+            # Strings, booleans and integers are cached (floats are not: 0.0 == -0.0, and NaN != NaN).
+            cacheable = type(value) in _CACHEABLE
+            pair = cache.get((key, type(value), value)) if cacheable else None
+            if pair is None:
+                try:
+                    pair = KeyValue(key=key, value=any_value(value))
+                except (TypeError, ValueError, OverflowError) as exc:
+                    # As the SDK's encoder does: the attribute is left out, the span is kept.
+                    logger.warning("span attribute %s not exported: %s", key, exc)
+                    continue
+                if cacheable:
                     if len(cache) >= self._max_values:
                         cache.clear()  # a value that varies per request must not grow the cache forever
-                    pair = cache[cache_key] = KeyValue(key=key, value=any_value(value))
-                out.append(pair)
-            else:
-                try:
-                    out.append(KeyValue(key=key, value=any_value(value)))
-                except TypeError as exc:
-                    logger.warning("span attribute %s not exported: %s", key, exc)
+                    cache[(key, type(value), value)] = pair
+            out.append(pair)
         return out
 
     def _resource(self, resource: Resource) -> PBResource:
@@ -211,7 +227,11 @@ class OTLPHTTPSpanExporter(SpanExporter):
 
         if self._shutdown.is_set():
             return SpanExportResult.FAILURE
-        data = self._encoder.encode(spans)
+        try:
+            data = self._encoder.encode(spans)
+        except Exception:  # the batch is lost, and counted by the caller; the exporter lives on
+            logger.exception("span batch could not be encoded")
+            return SpanExportResult.FAILURE
         deadline = time.monotonic() + self.timeout_s
         backoff_s = 0.25
         while True:

@@ -114,16 +114,17 @@ class DeferredRecorder(Generic[E]):
     took the GIL between the workers' stages and left cores idle: at saturation, telemetry cost 7-11 % of
     the throughput. Handing each request over costs the loop a deque append; the thread wakes when work
     arrives, waits `window_s` to gather a batch (the recording code then stays warm in the caches) and
-    records it. `drain` records what is pending at once: a scrape or an export calls it first, so they
-    never miss a request that has been answered. Pending items are bounded; beyond `max_pending` they
-    are dropped and counted.
+    records it. Measured at saturation (16 alternating rounds): a 20 ms window kept 93 % of the
+    throughput without telemetry, a 100 ms window 95-96 %. `drain` records what is pending at once: a
+    scrape or an export calls it first, so they never miss a request that has been answered. Pending
+    items are bounded; beyond `max_pending` they are dropped and counted.
     """
 
     def __init__(
         self,
         record: Callable[[E], None],
         *,
-        window_s: float = 0.02,
+        window_s: float = 0.1,
         max_pending: int = 16384,
         on_drop: Callable[[int], None] | None = None,
     ) -> None:
@@ -134,6 +135,7 @@ class DeferredRecorder(Generic[E]):
         self._pending: collections.deque[E] = collections.deque()
         self._lock = threading.Lock()  # held while recording: a drain returns only when all is recorded
         self._wake = threading.Event()
+        self._stop = threading.Event()
         self._closed = False
         self._thread = threading.Thread(target=self._run, name="telemetry-recorder", daemon=True)
         self._thread.start()
@@ -166,12 +168,13 @@ class DeferredRecorder(Generic[E]):
             self._wake.clear()
             if self._closed:
                 break
-            time.sleep(self._window_s)
+            self._stop.wait(self._window_s)  # gather a batch; close() cuts the wait short
             self.drain()
 
     def close(self) -> None:
         """Records what is pending and stops the thread."""
         self._closed = True
+        self._stop.set()
         self._wake.set()
         self._thread.join(timeout=5)
         self.drain()
