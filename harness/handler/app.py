@@ -112,7 +112,7 @@ class Handler:
         self.served = 0
         self.draining = False
         self._last_exemplar_ns = 0
-        self.deferred = telemetry.defer(self._record_deferred)
+        self.deferred = telemetry.defer(self._record_deferred, idle=lambda: self.admission.admitted == 0)
         self._base_attrs = {"http.request.method": "POST", "http.route": CLASSIFY_ROUTE}
         self._stage_attrs = {name: {"edgeharness.stage": name} for name in STAGES}
         telemetry.observe_load(lambda: self.admission.active, lambda: self.admission.waiting)

@@ -4,8 +4,8 @@ The SDK's generic encoder (`opentelemetry-exporter-otlp-proto-common`) spends ab
 hashes the resource (a JSON dump) for every span and builds every attribute's message anew. A handler
 sends the same resource, scope and mostly the same attribute values for every request, so here the
 resource and scope are encoded once and each (key, value) pair once. The messages are the same ones,
-from `opentelemetry-proto`; a test checks that both encoders produce equal requests. Measured: 104 us
-for a request's five spans with the SDK's encoder, 13 us with this one.
+from `opentelemetry-proto`, built in place; a test checks that both encoders produce the same bytes.
+Measured in one run: 89 us for a request's five spans with the SDK's encoder, 27 us with this one.
 """
 
 from __future__ import annotations
