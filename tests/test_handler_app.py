@@ -19,6 +19,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from starlette.testclient import TestClient
 
 from harness.handler.app import create_app
+from harness.handler.errors import HandlerError
 from harness.handler.settings import HandlerSettings
 
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
@@ -203,6 +204,27 @@ def test_model_that_cannot_load_is_503_not_a_crash(tmp_path: Path) -> None:
         assert (response.status_code, response.json()["error"]["code"]) == (503, "model_unavailable")
         assert "broken.onnx" in response.json()["error"]["message"]
         assert c.get("/healthz").status_code == 200
+
+
+def test_admission_counts_running_and_waiting_and_sheds_beyond_both() -> None:
+    from harness.handler.admission import Admission
+
+    admission = Admission(limit=2, queue_limit=1)
+    for _ in range(3):
+        admission.enter()
+    with pytest.raises(HandlerError) as err:
+        admission.enter()
+    assert (err.value.status, err.value.code, admission.shed) == (503, "overloaded", 1)
+    assert int(err.value.headers["Retry-After"]) >= 1
+    admission.started()
+    admission.started()
+    assert (admission.active, admission.waiting) == (2, 1)
+    admission.finished()
+    admission.leave(0.005)
+    assert (admission.active, admission.waiting, admission.admitted) == (1, 1, 2)
+    admission.enter()  # a place freed up
+    admission.leave(None)  # one that never ran (e.g. the model failed to load)
+    assert admission.admitted == 2
 
 
 def test_overload_sheds_with_retry_after(int8_model: Path, tmp_path: Path) -> None:  # noqa: F811

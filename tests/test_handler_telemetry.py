@@ -775,19 +775,17 @@ class Sink:
 
 @pytest.fixture
 def recorders() -> Iterator[Callable[..., DeferredRecorder[Any]]]:
-    """Factory of DeferredRecorders; those with a short window are closed at teardown. (Closing one whose
-    thread sleeps through a long window would wait for it; those are daemon threads left to finish.)"""
-    made: list[tuple[DeferredRecorder[Any], float]] = []
+    """Factory of DeferredRecorders, all closed at teardown (close cuts a long window short)."""
+    made: list[DeferredRecorder[Any]] = []
 
     def make(record: Callable[[Any], None], **kwargs: Any) -> DeferredRecorder[Any]:
         recorder: DeferredRecorder[Any] = DeferredRecorder(record, **kwargs)
-        made.append((recorder, kwargs.get("window_s", 0.02)))
+        made.append(recorder)
         return recorder
 
     yield make
-    for recorder, window_s in made:
-        if window_s < 1:
-            recorder.close()
+    for recorder in made:
+        recorder.close()
 
 
 def test_submitted_items_are_recorded_by_the_thread(recorders: Callable[..., DeferredRecorder[Any]]) -> None:
@@ -799,6 +797,23 @@ def test_submitted_items_are_recorded_by_the_thread(recorders: Callable[..., Def
     assert recorder.pending == 0
     recorder.submit(5)  # a later batch wakes the thread again
     assert wait_for(lambda: sink.snapshot() == [0, 1, 2, 3, 4, 5])
+
+
+def test_when_idle_items_are_recorded_soon_and_when_busy_after_the_window(
+    recorders: Callable[..., DeferredRecorder[Any]],
+) -> None:
+    busy = [False]
+    sink = Sink()
+    recorder = recorders(sink, window_s=10.0, idle=lambda: not busy[0], idle_delay_s=0.001)
+    recorder.submit("idle")
+    assert wait_for(lambda: sink.snapshot() == ["idle"])  # well before the 10 s window
+    busy[0] = True
+    recorder.submit("busy")
+    time.sleep(0.3)
+    assert sink.snapshot() == ["idle"]  # gathered for the window
+    assert recorder.pending == 1
+    recorder.drain()
+    assert sink.snapshot() == ["idle", "busy"]
 
 
 def test_drain_records_everything_pending_before_returning(
