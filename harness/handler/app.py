@@ -160,9 +160,10 @@ class Handler:
             response = _error_response(exc)
         outcome.duration_s = time.perf_counter() - start
         # Spans and metrics are recorded on the telemetry thread after the response has gone: telemetry
-        # never delays the answer, nor takes the event loop's time from the next request.
+        # never delays the answer, nor takes the event loop's time from the next request. The hand-over
+        # runs on the loop's next turn, once this task step has written the response.
         if self.deferred is not None:
-            self.deferred.submit((request.headers, outcome))
+            asyncio.get_running_loop().call_soon(self.deferred.submit, (request.headers, outcome))
         return response
 
     async def _classify(self, request: Request, outcome: Outcome, start: float) -> Response:
