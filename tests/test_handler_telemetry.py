@@ -255,6 +255,7 @@ class Receiver:
 
     def __init__(self, statuses: Sequence[int], hang: bool = False) -> None:
         self.received: list[tuple[str, str, bytes]] = []
+        self.headers: list[dict[str, str]] = []
         self._statuses = list(statuses)
         self._hang = hang
         self._lock = threading.Lock()
@@ -279,6 +280,7 @@ class Receiver:
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+                receiver.headers.append({k.lower(): v for k, v in self.headers.items()})
                 status = receiver._answer(self.path, self.headers.get("Content-Type", ""), body)
                 if receiver._hang:
                     receiver.release.wait(10)
@@ -344,6 +346,25 @@ def test_exporter_posts_protobuf_to_the_endpoint(receiver: MakeReceiver, exporte
     names = [s.name for rs in request.resource_spans for ss in rs.scope_spans for s in ss.spans]
     assert sorted(names) == sorted(s.name for s in spans)
     assert body == sdk_bytes(spans)
+
+
+def test_span_exporter_sends_the_headers_the_environment_names(
+    receiver: MakeReceiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    server = receiver()
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_HEADERS", "x-general=no")
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_TRACES_HEADERS", "authorization=Bearer%20t0ken,x-tenant=edge")
+    settings = TelemetrySettings(
+        service_name="s", service_version="1", region="r", pop="p", otlp_endpoint=server.url.rsplit("/v1/", 1)[0]
+    )
+    exporter = telemetry_module._otlp_span_exporter(settings)
+    try:
+        assert exporter.export(varied_spans()) is SpanExportResult.SUCCESS
+    finally:
+        exporter.shutdown()
+    sent = server.headers[0]
+    assert (sent["authorization"], sent["x-tenant"]) == ("Bearer t0ken", "edge")
+    assert "x-general" not in sent  # the signal's own variable wins, as the specification says
 
 
 def test_exporter_retries_503_until_it_succeeds(receiver: MakeReceiver, exporters: MakeExporter) -> None:

@@ -313,7 +313,9 @@ class Instruments:
             INFERENCE_DURATION, unit="s", description="ONNX Runtime run duration."
         )
         self.queue_duration = meter.create_histogram(
-            QUEUE_DURATION, unit="s", description="Time a request waited for a free slot."
+            QUEUE_DURATION,
+            unit="s",
+            description="Time from admission until a worker took the request up (queueing and hand-over).",
         )
         self.coldstarts = meter.create_counter(
             COLDSTARTS, unit="{coldstart}", description="Number of invocation cold starts."
@@ -486,7 +488,22 @@ def _otlp_metric_exporter(settings: TelemetrySettings) -> MetricExporter:
 def _otlp_span_exporter(settings: TelemetrySettings) -> SpanExporter:
     from harness.handler.otlp_traces import OTLPHTTPSpanExporter
 
-    return OTLPHTTPSpanExporter(_signal_url(settings.otlp_endpoint, "traces"), timeout_s=settings.export_timeout_s)
+    return OTLPHTTPSpanExporter(
+        _signal_url(settings.otlp_endpoint, "traces"),
+        timeout_s=settings.export_timeout_s,
+        headers=_otlp_headers("TRACES"),
+    )
+
+
+def _otlp_headers(signal: str) -> dict[str, str]:
+    """Extra request headers from OTEL_EXPORTER_OTLP_{signal}_HEADERS or OTEL_EXPORTER_OTLP_HEADERS, in the
+    specification's format (comma-separated key=value, URL-encoded), e.g. for an authenticating gateway."""
+    import os
+
+    from opentelemetry.util.re import parse_env_headers
+
+    raw = os.environ.get(f"OTEL_EXPORTER_OTLP_{signal}_HEADERS") or os.environ.get("OTEL_EXPORTER_OTLP_HEADERS", "")
+    return parse_env_headers(raw, liberal=True) if raw else {}
 
 
 def _signal_url(base: str, signal: str) -> str:
