@@ -127,7 +127,7 @@ class DeferredRecorder(Generic[E]):
         record: Callable[[E], None],
         *,
         window_s: float = 0.1,
-        max_pending: int = 16384,
+        max_pending: int = 4096,
         on_drop: Callable[[int], None] | None = None,
         idle: Callable[[], bool] | None = None,
         idle_delay_s: float = 0.002,
