@@ -37,7 +37,8 @@ class SpanRecorder:
         self.processor = SynchronousMultiSpanProcessor()
         self._processors: list[SpanProcessor] = []
         self._on_end = self.processor.on_end
-        self._bits = random.getrandbits
+        # Its own generator (seeded from the OS): ids never touch, nor depend on, the global random state.
+        self._bits = random.Random().getrandbits
 
     def add_processor(self, processor: SpanProcessor) -> None:
         self.processor.add_span_processor(processor)
