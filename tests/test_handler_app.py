@@ -219,11 +219,11 @@ def test_admission_counts_running_and_waiting_and_sheds_beyond_both() -> None:
     admission.started()
     admission.started()
     assert (admission.active, admission.waiting) == (2, 1)
-    admission.finished()
-    admission.leave(0.005)
+    admission.finished(0.005)
+    admission.leave()
     assert (admission.active, admission.waiting, admission.admitted) == (1, 1, 2)
     admission.enter()  # a place freed up
-    admission.leave(None)  # one that never ran (e.g. the model failed to load)
+    admission.leave()  # one that never ran (e.g. the model failed to load)
     assert admission.admitted == 2
 
 

@@ -15,16 +15,8 @@ from opentelemetry import trace
 from opentelemetry.attributes import BoundedAttributes
 from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
-from opentelemetry.sdk.metrics import (
-    Counter,
-    Histogram,
-    MeterProvider,
-    ObservableCounter,
-    ObservableGauge,
-    ObservableUpDownCounter,
-    UpDownCounter,
-)
-from opentelemetry.sdk.metrics.export import AggregationTemporality, MetricExporter, MetricExportResult, MetricsData
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import MetricExporter, MetricExportResult, MetricsData
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import Event, ReadableSpan, SpanProcessor
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExportResult
@@ -40,7 +32,7 @@ from harness.handler import telemetry as telemetry_module
 from harness.handler.metric_reader import ScrapeAndPushReader
 from harness.handler.otlp_traces import OTLPHTTPSpanExporter, SpanEncoder
 from harness.handler.spans import SpanRecorder, span_in_context
-from harness.handler.telemetry import DeferredRecorder, Telemetry, TelemetrySettings
+from harness.handler.telemetry import CUMULATIVE_TEMPORALITY, DeferredRecorder, Telemetry, TelemetrySettings
 
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
 PARENT_ID = "00f067aa0ba902b7"
@@ -571,16 +563,12 @@ def test_span_in_context_makes_the_span_current() -> None:
 
 # --- ScrapeAndPushReader -----------------------------------------------------------------------------
 
-CUMULATIVE = dict.fromkeys(
-    (Counter, UpDownCounter, Histogram, ObservableCounter, ObservableUpDownCounter, ObservableGauge),
-    AggregationTemporality.CUMULATIVE,
-)
 ROUTE = {"http.route": "/v1/classify"}
 
 
 class StoringMetricExporter(MetricExporter):
     def __init__(self, fail: bool = False) -> None:
-        super().__init__(preferred_temporality=CUMULATIVE)
+        super().__init__(preferred_temporality=CUMULATIVE_TEMPORALITY)
         self.exported: list[MetricsData] = []
         self.shutdowns = 0
         self.fail = fail

@@ -44,20 +44,22 @@ def slo(tmp_path: Path, text: str = FAST_SLO) -> Path:
     return f
 
 
+LENIENT_P50 = "defaults:\n  client_latency_ms: {p50: 10}\nvalidity:\n  min_duration_s: 5\n  min_samples: {p50: 20}\n"
+ON_TESTSERVER = ("--backend", "testserver", "--testserver-delay", "constant:1")
+
+
+def run_job(
+    tmp_path: Path, prof: Path, *args: str, slo_text: str = FAST_SLO, command: str = "run", out: str = "out"
+) -> tuple[subprocess.CompletedProcess[str], Path]:
+    """`edgeharness <command>` with a profile and an SLO file; returns the process and its output folder."""
+    folder = tmp_path / out
+    r = edgeharness(command, "--profile", str(prof), "--slo", str(slo(tmp_path, slo_text)), *args, "--out", str(folder))
+    return r, folder
+
+
 def test_slow_target_fails_with_exit_1_naming_the_slo(tmp_path, known_server):
     url = known_server("constant:30", region="paris")
-    out = tmp_path / "out"
-    r = edgeharness(
-        "run",
-        "--profile",
-        str(profile(tmp_path)),
-        "--slo",
-        str(slo(tmp_path)),
-        "--target",
-        f"paris={url}",
-        "--out",
-        str(out),
-    )
+    r, out = run_job(tmp_path, profile(tmp_path), "--target", f"paris={url}")
     assert r.returncode == 1, r.stdout + r.stderr
     assert "failed: paris client_latency_ms p50 <= 10" in r.stdout
     results = json.loads((out / "results.json").read_text())
@@ -75,18 +77,7 @@ def test_slow_target_fails_with_exit_1_naming_the_slo(tmp_path, known_server):
 
 def test_fast_target_passes_and_reports_everything(tmp_path, known_server):
     url = known_server("constant:2", region="paris")
-    out = tmp_path / "out"
-    r = edgeharness(
-        "run",
-        "--profile",
-        str(profile(tmp_path, regions="[paris, nairobi]")),
-        "--slo",
-        str(slo(tmp_path)),
-        "--target",
-        f"paris={url}",
-        "--out",
-        str(out),
-    )
+    r, out = run_job(tmp_path, profile(tmp_path, regions="[paris, nairobi]"), "--target", f"paris={url}")
     assert r.returncode == 0, r.stdout + r.stderr
     res = json.loads((out / "results.json").read_text())
     assert res["verdict"]["status"] == "pass"
@@ -127,7 +118,6 @@ def test_bad_profile_and_target_exit_2_with_file_and_line(tmp_path):
 
 
 def test_failover_moves_clients_to_next_nearest_pop(tmp_path):
-    out = tmp_path / "out"
     prof = (
         profile(
             tmp_path,
@@ -141,19 +131,7 @@ def test_failover_moves_clients_to_next_nearest_pop(tmp_path):
     )
     (tmp_path / "failover.yaml").write_text(prof)
     lenient = "defaults:\n  error_rate: 0.2\nvalidity:\n  min_duration_s: 5\n"
-    r = edgeharness(
-        "run",
-        "--profile",
-        str(tmp_path / "failover.yaml"),
-        "--slo",
-        str(slo(tmp_path, lenient)),
-        "--backend",
-        "testserver",
-        "--testserver-delay",
-        "constant:1",
-        "--out",
-        str(out),
-    )
+    r, out = run_job(tmp_path, tmp_path / "failover.yaml", *ON_TESTSERVER, slo_text=lenient)
     assert r.returncode == 0, r.stdout + r.stderr
     res = json.loads((out / "results.json").read_text())
     assert res["pops"]["paris"]["events"][0]["event"] == "down"
@@ -166,7 +144,6 @@ def test_failover_moves_clients_to_next_nearest_pop(tmp_path):
 
 
 def test_cold_start_bursts_each_start_cold(tmp_path):
-    out = tmp_path / "out"
     f = tmp_path / "cold.yaml"
     f.write_text(
         "name: cold\nshape: cold-start\nregions: [paris]\nduration_s: 12\nrate: 10\n"
@@ -175,19 +152,7 @@ def test_cold_start_bursts_each_start_cold(tmp_path):
         "process_cold_start: {region: paris, repeats: 2}\n"
     )
     lenient = "defaults:\n  cold_start_ms: {p95: 1000}\nvalidity:\n  min_duration_s: 5\n  min_cold_samples: 2\n"
-    r = edgeharness(
-        "run",
-        "--profile",
-        str(f),
-        "--slo",
-        str(slo(tmp_path, lenient)),
-        "--backend",
-        "testserver",
-        "--testserver-delay",
-        "constant:1",
-        "--out",
-        str(out),
-    )
+    r, out = run_job(tmp_path, f, *ON_TESTSERVER, slo_text=lenient)
     assert r.returncode == 0, r.stdout + r.stderr
     res = json.loads((out / "results.json").read_text())
     paris = res["regions"]["paris"]
@@ -231,20 +196,8 @@ def test_ctrl_c_stops_every_process_it_started(tmp_path):
 
 def test_injected_rtt_is_slept_and_reported_apart(tmp_path, known_server):
     url = known_server("constant:2", region="paris")
-    out = tmp_path / "out"
-    lenient = "defaults:\n  client_latency_ms: {p50: 10}\nvalidity:\n  min_duration_s: 5\n  min_samples: {p50: 20}\n"
     prof = profile(tmp_path, regions="[nairobi]", duration=6, extra="inject_rtt: true\n")
-    r = edgeharness(
-        "run",
-        "--profile",
-        str(prof),
-        "--slo",
-        str(slo(tmp_path, lenient)),
-        "--target",
-        f"paris={url}",
-        "--out",
-        str(out),
-    )
+    r, out = run_job(tmp_path, prof, "--target", f"paris={url}", slo_text=LENIENT_P50)
     # The client SLO excludes the emulated RTT: 2 ms passes although Nairobi -> Paris costs ~119 ms.
     assert r.returncode == 0, r.stdout + r.stderr
     nb = json.loads((out / "results.json").read_text())["regions"]["nairobi"]
@@ -255,23 +208,8 @@ def test_injected_rtt_is_slept_and_reported_apart(tmp_path, known_server):
 
 
 def test_master_and_workers_share_each_regions_arrivals(tmp_path):
-    out = tmp_path / "out"
-    lenient = "defaults:\n  client_latency_ms: {p50: 10}\nvalidity:\n  min_duration_s: 5\n  min_samples: {p50: 20}\n"
-    r = edgeharness(
-        "run",
-        "--profile",
-        str(profile(tmp_path, regions="[paris]", duration=10, rate=20)),
-        "--slo",
-        str(slo(tmp_path, lenient)),
-        "--backend",
-        "testserver",
-        "--testserver-delay",
-        "constant:1",
-        "--workers",
-        "2",
-        "--out",
-        str(out),
-    )
+    prof = profile(tmp_path, regions="[paris]", duration=10, rate=20)
+    r, out = run_job(tmp_path, prof, *ON_TESTSERVER, "--workers", "2", slo_text=LENIENT_P50)
     assert r.returncode == 0, r.stdout + r.stderr
     files = sorted((out / "raw").glob("samples-*-w*.csv"))
     assert len(files) == 2  # one per worker, merged by the runner
@@ -282,26 +220,9 @@ def test_master_and_workers_share_each_regions_arrivals(tmp_path):
 
 
 def test_sweep_reports_capacity_and_curve(tmp_path):
-    out = tmp_path / "sweep"
-    lenient = "defaults:\n  client_latency_ms: {p50: 10}\nvalidity:\n  min_duration_s: 5\n  min_samples: {p50: 20}\n"
-    r = edgeharness(
-        "sweep",
-        "--profile",
-        str(profile(tmp_path, regions="[paris]", duration=6)),
-        "--slo",
-        str(slo(tmp_path, lenient)),
-        "--backend",
-        "testserver",
-        "--testserver-delay",
-        "constant:1",
-        "--start-rate",
-        "10",
-        "--steps",
-        "2",
-        "--out",
-        str(out),
-        "--quiet",
-    )
+    prof = profile(tmp_path, regions="[paris]", duration=6)
+    args = (*ON_TESTSERVER, "--start-rate", "10", "--steps", "2", "--quiet")
+    r, out = run_job(tmp_path, prof, *args, slo_text=LENIENT_P50, command="sweep", out="sweep")
     assert r.returncode == 0, r.stdout + r.stderr
     summary = json.loads((out / "sweep.json").read_text())
     assert [s["rate"] for s in summary["steps"]] == [10, 20]
@@ -311,19 +232,8 @@ def test_sweep_reports_capacity_and_curve(tmp_path):
 
 def test_requests_still_in_flight_at_the_end_count_as_errors(tmp_path, known_server):
     url = known_server("constant:4000", region="paris")  # 4 s: longer than the 2 s drain
-    out = tmp_path / "out"
     lenient = "defaults:\n  error_rate: 0.5\nvalidity:\n  min_duration_s: 1\n"
-    r = edgeharness(
-        "run",
-        "--profile",
-        str(profile(tmp_path, duration=2, rate=5)),
-        "--slo",
-        str(slo(tmp_path, lenient)),
-        "--target",
-        f"paris={url}",
-        "--out",
-        str(out),
-    )
+    r, out = run_job(tmp_path, profile(tmp_path, duration=2, rate=5), "--target", f"paris={url}", slo_text=lenient)
     assert r.returncode == 1, r.stdout + r.stderr
     paris = json.loads((out / "results.json").read_text())["regions"]["paris"]
     assert paris["counts"]["scheduled"] == paris["counts"]["errors"] > 0

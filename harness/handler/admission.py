@@ -2,8 +2,8 @@
 
 The wait queue is the worker pool's own. An admitted request is handed to the pool at once, so a worker
 that finishes one request starts the next queued one straight away, without waiting for the event loop
-to answer the first and dispatch the second (at saturation that wait left a core idle about 4 % of the
-time). The pool has `limit` workers, so at most `limit` requests run at once.
+to answer the first and dispatch the second, a wait that left cores idle at saturation. The pool has
+`limit` workers, so at most `limit` requests run at once.
 """
 
 from __future__ import annotations
@@ -50,16 +50,16 @@ class Admission:
         with self._lock:
             self._running += 1
 
-    def finished(self) -> None:
+    def finished(self, service_s: float) -> None:
+        """A worker ran a request for `service_s`."""
         with self._lock:
             self._running -= 1
-
-    def leave(self, service_s: float | None) -> None:
-        """The request is done; `service_s` is how long a worker ran it (None when it never ran)."""
-        self.admitted -= 1
-        if service_s is not None:
             # A smoothed service time tells clients roughly when the queue will have drained.
             self._recent_service_s = 0.9 * self._recent_service_s + 0.1 * service_s
+
+    def leave(self) -> None:
+        """The request is done, whether a worker ran it or not."""
+        self.admitted -= 1
 
     def retry_after_s(self) -> int:
         backlog_s = self.admitted * self._recent_service_s / max(self.limit, 1)

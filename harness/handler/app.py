@@ -32,7 +32,6 @@ from harness.model.store import ModelError, ModelInfo, ModelStore
 CLASSIFY_ROUTE = "/v1/classify"
 STAGES = ("decode", "preprocess", "inference", "postprocess")
 DEFAULT_TOP_K = 5
-_UNSET_STATUS = Status(StatusCode.UNSET)
 EXEMPLAR_INTERVAL_NS = 10_000_000
 
 
@@ -50,7 +49,6 @@ class StageTimes:
 
     marks: list[tuple[str, int, int]] = field(default_factory=list)
     started: float | None = None  # perf_counter when a worker took the request up
-    finished: float | None = None
 
     def ms(self) -> dict[str, float]:
         return {name: (end - start) / 1e6 for name, start, end in self.marks}
@@ -193,8 +191,7 @@ class Handler:
             finally:
                 self.runtime.release()
         finally:
-            ran = times.started is not None and times.finished is not None
-            self.admission.leave(times.finished - times.started if ran else None)  # type: ignore[operator]
+            self.admission.leave()
         # Waiting: from admission to a worker taking the request up, less this request's own model load.
         assert times.started is not None
         outcome.queue_s = max(times.started - admitted - (cold.total_ms / 1000 if cold is not None else 0.0), 0.0)
@@ -230,13 +227,12 @@ class Handler:
         self, model: LoadedModel, body: bytes, content_type: str, top_k: int, times: StageTimes
     ) -> list[pipeline.Prediction]:
         """In a worker: the pipeline, counted as running while it runs."""
-        times.started = time.perf_counter()
+        times.started = started = time.perf_counter()
         self.admission.started()
         try:
             return run_pipeline(model, body, content_type, top_k, self.settings.max_image_pixels, times)
         finally:
-            self.admission.finished()
-            times.finished = time.perf_counter()
+            self.admission.finished(time.perf_counter() - started)
 
     def _record_deferred(self, item: tuple[Any, Outcome]) -> None:
         self._record_request(*item)
@@ -265,15 +261,15 @@ class Handler:
                 start_ns=outcome.start_ns,
                 end_ns=outcome.start_ns + int(outcome.duration_s * 1e9),
                 attributes=span_attrs,
-                status=Status(StatusCode.ERROR, outcome.error_code) if outcome.status >= 500 else _UNSET_STATUS,
+                status=Status(StatusCode.ERROR, outcome.error_code) if outcome.status >= 500 else None,
             )
             if span is not None:
                 spans.children(span, outcome.stages.marks)
                 ctx = span_in_context(span)
         # The request histogram is recorded in the span's context, so its exemplars link to this trace;
-        # the others carry none (span metrics have them too). An exemplar costs about 10 us, and the SDK
+        # the others carry none (span metrics have them too). An exemplar has a cost, and the SDK
         # keeps only the latest per bucket until the next export, so at most one request per
-        # EXEMPLAR_INTERVAL_NS offers one: every request at light load, a few percent at saturation.
+        # EXEMPLAR_INTERVAL_NS offers one: every request at light load, about a third at 300 req/s.
         if ctx is not None and outcome.start_ns - self._last_exemplar_ns >= EXEMPLAR_INTERVAL_NS:
             self._last_exemplar_ns = outcome.start_ns
         else:

@@ -126,26 +126,19 @@ def preprocess(image: Image.Image, spec: InputSpec) -> np.ndarray:
     pixels = np.asarray(resized)
     if pixels.ndim == 2:
         pixels = pixels[:, :, None]
-    if spec.layout == "NCHW":
-        out = np.empty((1, spec.channels, spec.height, spec.width), dtype=spec.dtype)
-        planes = pixels.transpose(2, 0, 1)
-        target = out[0]
-    else:
-        out = np.empty((1, spec.height, spec.width, spec.channels), dtype=spec.dtype)
-        planes = pixels
-        target = out[0]
+    nchw = spec.layout == "NCHW"
+    shape = (1, spec.channels, spec.height, spec.width) if nchw else (1, spec.height, spec.width, spec.channels)
+    out = np.empty(shape, dtype=spec.dtype)
+    target = out[0]
     if spec.dtype == np.float32:
-        # x * scale + offset per channel, straight into the output: two vectorised passes (0.14 ms for
-        # 224x224x3) where a per-channel lookup table takes 0.26 ms; same float32 results.
-        shape = (spec.channels, 1, 1) if spec.layout == "NCHW" else (spec.channels,)
-        np.multiply(planes, spec.scale.reshape(shape), out=target)
-        np.add(target, spec.offset.reshape(shape), out=target)
+        # x * scale + offset per channel, straight into the output: two vectorised passes. bench_telemetry
+        # measured 146 us for a whole preprocess this way, 240 us with the lookup table; same results.
+        planes, per_channel = (pixels.transpose(2, 0, 1), (spec.channels, 1, 1)) if nchw else (pixels, (spec.channels,))
+        np.multiply(planes, spec.scale.reshape(per_channel), out=target)
+        np.add(target, spec.offset.reshape(per_channel), out=target)
     else:
         for c in range(spec.channels):
-            if spec.layout == "NCHW":
-                np.take(spec.lut[c], pixels[:, :, c], out=target[c])
-            else:
-                np.take(spec.lut[c], pixels[:, :, c], out=target[:, :, c])
+            np.take(spec.lut[c], pixels[:, :, c], out=target[c] if nchw else target[:, :, c])
     return out
 
 

@@ -1,10 +1,10 @@
 """A request's spans, built finished from the timings taken on the way.
 
 The handler records telemetry after the response has gone, when every start and end time is known.
-Going through `Tracer.start_span` and `Span.end` then costs about 100 us a request (sampler, attribute
-validation, locks, context objects) for five spans whose whole content is already at hand. Here they
-are built directly as the SDK's `ReadableSpan`s and handed to its span processors: the same objects the
-SDK would have produced, for about a fifth of the cost.
+Going through `Tracer.start_span` and `Span.end` then pays for a sampler, attribute validation, locks
+and context objects, for five spans whose whole content is already at hand. Here they are built
+directly as the SDK's `ReadableSpan`s and handed to its span processors: the same objects the SDK would
+have produced. (`loadtests/benchmarks/bench_telemetry.py` prints what recording a request costs now.)
 
 Sampling follows the SDK's default, parent-based always-on: a request whose trace parent says "not
 sampled" gets no spans; any other gets them all.
@@ -19,7 +19,7 @@ from typing import Any
 from opentelemetry import trace
 from opentelemetry.context import Context
 from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor, SynchronousMultiSpanProcessor
+from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import NonRecordingSpan, SpanContext, SpanKind, TraceFlags
 from opentelemetry.trace.status import Status, StatusCode
@@ -34,17 +34,19 @@ class SpanRecorder:
     def __init__(self, resource: Resource, scope: InstrumentationScope) -> None:
         self.resource = resource
         self.scope = scope
-        self.processor = SynchronousMultiSpanProcessor()
         self._processors: list[SpanProcessor] = []
-        self._on_end = self.processor.on_end
+        self._on_end = self._fan_out
         # Its own generator (seeded from the OS): ids never touch, nor depend on, the global random state.
         self._bits = random.Random().getrandbits
 
     def add_processor(self, processor: SpanProcessor) -> None:
-        self.processor.add_span_processor(processor)
         self._processors.append(processor)
         # With one processor (the usual case), spans go to it without the fan-out loop.
-        self._on_end = processor.on_end if len(self._processors) == 1 else self.processor.on_end
+        self._on_end = processor.on_end if len(self._processors) == 1 else self._fan_out
+
+    def _fan_out(self, span: ReadableSpan) -> None:
+        for processor in self._processors:
+            processor.on_end(span)
 
     def _span_id(self) -> int:
         span_id = self._bits(64)
@@ -61,10 +63,10 @@ class SpanRecorder:
         start_ns: int,
         end_ns: int,
         attributes: Mapping[str, Any],
-        status: Status = _UNSET,
+        status: Status | None = None,
     ) -> SpanContext | None:
         """Records the request's span under the caller's trace parent (if any); returns its context, or
-        None when the parent asked for no sampling."""
+        None when the parent asked for no sampling. `status` None is unset."""
         remote = trace.get_current_span(parent).get_span_context() if parent is not None else None
         if remote is not None and remote.is_valid:
             if not remote.trace_flags.sampled:
@@ -76,7 +78,7 @@ class SpanRecorder:
                 trace_id = self._bits(128)
             trace_state, parent_context = None, None
         context = SpanContext(trace_id, self._span_id(), is_remote=False, trace_flags=_SAMPLED, trace_state=trace_state)
-        self._emit(name, context, parent_context, kind, start_ns, end_ns, attributes, status)
+        self._emit(name, context, parent_context, kind, start_ns, end_ns, attributes, status or _UNSET)
         return context
 
     def children(self, parent: SpanContext, marks: Sequence[tuple[str, int, int]]) -> None:
@@ -98,6 +100,8 @@ class SpanRecorder:
         attributes: Mapping[str, Any] | None,
         status: Status,
     ) -> None:
+        if not self._processors:
+            return  # no one to hand spans to (no OTLP endpoint): the ids still serve as exemplars
         self._on_end(
             ReadableSpan(
                 name=name,
@@ -114,10 +118,11 @@ class SpanRecorder:
         )
 
     def shutdown(self) -> None:
-        self.processor.shutdown()
+        for processor in self._processors:
+            processor.shutdown()
 
     def force_flush(self, timeout_millis: int = 30_000) -> bool:
-        return self.processor.force_flush(timeout_millis)
+        return all([processor.force_flush(timeout_millis) for processor in self._processors])
 
 
 def span_in_context(context: SpanContext) -> Context:
