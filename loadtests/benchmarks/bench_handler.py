@@ -131,8 +131,11 @@ class Client:
         self.sock.close()
 
 
-def steady(port: int, bodies: list[bytes], rate: float, seconds: float) -> list[float]:
-    """Open loop on one keep-alive connection: latency from each request's intended send time (ms)."""
+def steady(
+    port: int, bodies: list[bytes], rate: float, seconds: float, server: list[dict[str, float]] | None = None
+) -> list[float]:
+    """Open loop on one keep-alive connection: latency from each request's intended send time (ms). With
+    `server`, each answer's own timings (ms) are appended to it, with "client" added."""
     conn = Client(port)
     for body in bodies[:3]:
         conn.post(body)  # warm the connection and the process
@@ -145,8 +148,10 @@ def steady(port: int, bodies: list[bytes], rate: float, seconds: float) -> list[
         delay = intended - time.perf_counter()
         if delay > 0:
             time.sleep(delay)
-        conn.post(bodies[i % len(bodies)])
+        answer = conn.post(bodies[i % len(bodies)])
         latencies.append((time.perf_counter() - intended) * 1000)
+        if server is not None:
+            server.append({**answer["timings_ms"], "client": latencies[-1]})
     conn.close()
     return latencies
 
@@ -212,29 +217,44 @@ class RawPipeline:
         return decode_ms, run_ms
 
 
+def cpu_idle_and_total() -> tuple[int, int]:
+    """The machine's idle (idle + iowait) and total CPU ticks so far, from /proc/stat."""
+    with open("/proc/stat", encoding="ascii") as f:
+        ticks = [int(v) for v in f.readline().split()[1:]]
+    return ticks[3] + ticks[4], sum(ticks)
+
+
 def interleaved_saturation(
     ports: dict[str, int], bodies: list[bytes], rounds: int, seconds: float
-) -> dict[str, list[float]]:
-    """Saturation throughput of each handler in short windows, in A-B-B-A order round after round.
+) -> tuple[dict[str, list[float]], dict[str, float]]:
+    """Saturation throughput of each handler in short windows, in A-B-B-A order round after round, and
+    the machine's idle share (%) during each handler's windows.
 
     On this machine the same code's throughput drifts by 10 % or more within minutes (the host's load
     changes), so one long window each would mostly measure the drift; alternating cancels its linear part.
     """
     labels = list(ports)
     results: dict[str, list[float]] = {label: [] for label in labels}
+    idle = dict.fromkeys(labels, 0)
+    total = dict.fromkeys(labels, 0)
     for label in labels:
         saturate(ports[label], bodies, connections=4, seconds=1.0)  # warm up
     for n in range(rounds):
         order = labels if n % 2 == 0 else labels[::-1]
         for label in order:
+            idle0, total0 = cpu_idle_and_total()
             results[label].append(saturate(ports[label], bodies, connections=4, seconds=seconds))
-    return results
+            idle1, total1 = cpu_idle_and_total()
+            idle[label] += idle1 - idle0
+            total[label] += total1 - total0
+    return results, {label: 100 * idle[label] / max(total[label], 1) for label in labels}
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="shorter phases (for a smoke check)")
     parser.add_argument("--threads", type=int, default=1, help="ONNX Runtime intra-op threads")
+    parser.add_argument("--rounds", type=int, help="saturation rounds, each side (default 8; 4 with --quick)")
     args = parser.parse_args()
     if not MODEL.exists():
         print("models missing: run `make setup` first", file=sys.stderr)
@@ -261,6 +281,7 @@ def main() -> int:
     blocks = 6
     raw = RawPipeline(args.threads)
     latency: dict[str, list[float]] = {"on": [], "off": []}
+    timings: dict[str, list[dict[str, float]]] = {"on": [], "off": []}
     raw_decode: list[float] = []
     raw_run: list[float] = []
     block_s = seconds / blocks
@@ -271,7 +292,7 @@ def main() -> int:
                 raw_decode += d
                 raw_run += r
             else:
-                latency[part] += steady(ports[part], bodies, rate=20, seconds=block_s)
+                latency[part] += steady(ports[part], bodies, rate=20, seconds=block_s, server=timings[part])
     for label in ("on", "off"):
         lat = latency[label]
         print(
@@ -279,9 +300,22 @@ def main() -> int:
             f"p90 {pct(lat, 0.9):.2f} ms, p99 {pct(lat, 0.99):.2f} ms"
         )
 
-    rounds = 4 if args.quick else 8
+    # Where a warm request's time goes (medians, telemetry on), from the handler's own timings.
+    parts = ("decode", "preprocess", "inference", "postprocess", "queue")
+    warm = [t for t in timings["on"] if "cold_start" not in t]
+    med = {k: statistics.median(t[k] for t in warm) for k in (*parts, "total")}
+    in_handler = statistics.median(t["total"] - sum(t[k] for k in parts) for t in warm)
+    outside = statistics.median(t["client"] - t["total"] for t in warm)
+    print(
+        "server timings (telemetry on, medians): "
+        + ", ".join(f"{k} {med[k]:.3f}" for k in parts)
+        + f", total {med['total']:.3f} ms; in the handler outside these {in_handler:.3f} ms; "
+        f"client minus handler total {outside:.3f} ms"
+    )
+
+    rounds = args.rounds or (4 if args.quick else 8)
     window = 3.0 if args.quick else 5.0
-    sat = interleaved_saturation(ports, bodies, rounds=rounds, seconds=window)
+    sat, idle = interleaved_saturation(ports, bodies, rounds=rounds, seconds=window)
     for handler in handlers.values():
         handler.stop()
     pairs = [on / off for on, off in zip(sat["on"], sat["off"], strict=True)]
@@ -290,6 +324,7 @@ def main() -> int:
         f"saturation (4 connections, {rounds} alternating rounds of {window:.0f} s): on "
         f"{statistics.mean(sat['on']):.1f} req/s, off {statistics.mean(sat['off']):.1f} req/s; per-round ratios "
         + " ".join(f"{r:.3f}" for r in pairs)
+        + f"; machine idle on {idle['on']:.1f} %, off {idle['off']:.1f} %"
     )
 
     p50_on = pct(latency["on"], 0.5)

@@ -1,0 +1,127 @@
+"""Per-request costs of the handler's telemetry and preprocessing, in a hot loop; prints every figure.
+
+- Span encoding: the SDK's generic OTLP encoder against `harness.handler.otlp_traces.SpanEncoder`, on the
+  spans a request really produces (server span with its attributes, four stage spans).
+- Recording: one request's spans and metrics as the telemetry thread records them (`_record_request`).
+- Preprocessing: the float32 normalisation by arithmetic against the per-channel lookup table.
+
+Run: .venv/bin/python -m loadtests.benchmarks.bench_telemetry [--requests N]
+Needs the reference models (`make setup`). No network: spans go to an in-memory exporter.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parents[2]
+MODEL = ROOT / "models" / "mobilenetv2-int8.onnx"
+TRACEPARENT = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+
+
+def per_call_us(fn: Callable[[], object], calls: int, repeats: int = 5) -> float:
+    """Median over `repeats` of the mean time of one call (µs)."""
+    means = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        for _ in range(calls):
+            fn()
+        means.append((time.perf_counter() - start) / calls * 1e6)
+    return statistics.median(means)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--requests", type=int, default=2000, help="requests per timed repeat")
+    args = parser.parse_args()
+    if not MODEL.exists():
+        print("models missing: run `make setup` first", file=sys.stderr)
+        return 2
+
+    from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+    from starlette.datastructures import Headers
+
+    from harness.handler import app as handler_app
+    from harness.handler import pipeline
+    from harness.handler.otlp_traces import SpanEncoder
+    from harness.handler.settings import HandlerSettings
+    from harness.images import photo_corpus
+
+    with tempfile.TemporaryDirectory() as cache:
+        # Telemetry on, no OTLP endpoint: nothing leaves the process; spans go to memory.
+        app = handler_app.create_app(HandlerSettings(model=str(MODEL), model_cache=cache))
+        handler = app.state.handler
+        handler.runtime.load_at_startup()
+        memory = InMemorySpanExporter()
+        handler.telemetry.add_span_processor(SimpleSpanProcessor(memory))
+        headers = Headers(raw=[(b"content-type", b"image/jpeg"), (b"traceparent", TRACEPARENT.encode())])
+        model = handler.runtime.loaded
+        assert model is not None
+
+        def outcome() -> handler_app.Outcome:
+            now = time.time_ns()
+            done = handler_app.Outcome(start_ns=now, status=200, duration_s=0.0058, queue_s=1e-5, model=model.info)
+            t = now + 100_000
+            for name, ns in (("decode", 900_000), ("preprocess", 300_000), ("inference", 3_800_000),
+                             ("postprocess", 150_000)):  # fmt: skip
+                done.stages.marks.append((name, t, t + ns))
+                t += ns
+            return done
+
+        n = args.requests
+        outcomes = iter([outcome() for _ in range(n * 6)])
+        record_us = per_call_us(lambda: handler._record_request(headers, next(outcomes)), n)
+        spans = memory.get_finished_spans()[-5 * 200 :]  # 200 requests' spans
+        sdk_us = per_call_us(lambda: encode_spans(spans).SerializePartialToString(), 20) / 200
+        encoder = SpanEncoder()
+        ours_us = per_call_us(lambda: encoder.encode(spans), 20) / 200
+        same = encoder.encode(spans) == encode_spans(spans).SerializePartialToString()
+        handler.telemetry.shutdown()
+
+    print(f"# telemetry benchmark: {n} requests per repeat, python {sys.version.split()[0]}")
+    print(f"recording one request (5 spans, 7 histogram records, 1 exemplar at most): {record_us:.1f} us")
+    print(
+        f"OTLP encoding of one request's 5 spans: SDK encoder {sdk_us:.1f} us, SpanEncoder {ours_us:.1f} us "
+        f"(same bytes: {same})"
+    )
+
+    spec = pipeline.InputSpec.from_info(model.info)
+    images = [
+        pipeline.decode(body, ct, (spec.width, spec.height), 40_000_000)
+        for _name, ct, body in photo_corpus(sizes=((640, 480),), formats=("jpeg",))
+    ]
+    lut = spec.lut
+    cycle = iter(images * 10_000)
+
+    def with_lut() -> np.ndarray:
+        image = next(cycle)
+        width, height = image.size
+        left = (width - height) / 2
+        box = (left, 0, left + height, height)
+        pixels = np.asarray(image.resize((spec.width, spec.height), Image.Resampling.NEAREST, box=box))
+        out = np.empty((1, spec.channels, spec.height, spec.width), dtype=np.float32)
+        for c in range(spec.channels):
+            np.take(lut[c], pixels[:, :, c], out=out[0, c])
+        return out
+
+    arithmetic_us = per_call_us(lambda: pipeline.preprocess(next(cycle), spec), 300)
+    lut_us = per_call_us(with_lut, 300)
+    print(
+        f"preprocessing a 640x480 photo (decoded in draft mode) to 1x3x224x224: arithmetic {arithmetic_us:.0f} us, "
+        f"per-channel lookup table {lut_us:.0f} us"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
