@@ -18,6 +18,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from starlette.testclient import TestClient
 
+from harness.handler import pipeline
 from harness.handler.app import create_app
 from harness.handler.errors import HandlerError
 from harness.handler.settings import HandlerSettings
@@ -131,6 +132,51 @@ def test_body_over_limit_is_413(int8_model: Path, tmp_path: Path) -> None:  # no
 def test_unknown_route_and_method_are_json(client: TestClient) -> None:
     assert client.get("/nope").json()["error"]["code"] == "not_found"
     assert client.get("/v1/classify").json()["error"]["code"] == "method_not_allowed"
+
+
+def test_a_defect_is_a_json_500_counted_and_the_handler_lives_on(
+    int8_model: Path,  # noqa: F811
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    app = create_app(make_settings(int8_model, tmp_path))
+    with TestClient(app) as c:
+        real_postprocess = pipeline.postprocess
+
+        def broken(*args: Any) -> Any:
+            raise RuntimeError("a bug")
+
+        monkeypatch.setattr(pipeline, "postprocess", broken)
+        response = classify(c, jpeg())
+        assert response.status_code == 500
+        assert response.json()["error"]["code"] == "internal_error"
+        monkeypatch.setattr(pipeline, "postprocess", real_postprocess)
+        assert classify(c, jpeg()).status_code == 200
+        text = c.get("/metrics").text
+        assert 'error_type="internal_error"' in text and 'http_response_status_code="500"' in text
+        assert app.state.handler.admission.admitted == 0
+
+
+def test_a_client_gone_before_its_body_gets_no_answer_and_holds_nothing(client: TestClient) -> None:
+    handler = client.app.state.handler  # type: ignore[attr-defined]
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.disconnect"}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    scope = {
+        "type": "http",
+        "method": "POST",
+        "path": "/v1/classify",
+        "query_string": b"",
+        "headers": [(b"content-type", b"image/jpeg"), (b"content-length", b"1000")],
+    }
+    asyncio.run(handler.classify(scope, receive, send))
+    assert sent == [] and handler.admission.admitted == 0
+    assert classify(client, jpeg()).status_code == 200
 
 
 def test_health_ready_openapi(client: TestClient) -> None:
