@@ -3,6 +3,7 @@ scrape-and-push metric reader, the deferred recorder and their wiring in `Teleme
 
 from __future__ import annotations
 
+import os
 import socket
 import threading
 import time
@@ -1036,3 +1037,31 @@ def test_disabled_telemetry_defers_nothing() -> None:
     assert sample_lines(generate_latest(t.registry).decode(), SHED) == []
     t.force_flush()
     t.shutdown()
+
+
+@pytest.mark.skipif(not hasattr(os, "SCHED_IDLE"), reason="SCHED_IDLE is Linux's; elsewhere threads keep theirs")
+def test_telemetry_threads_run_at_idle_priority_and_the_caller_keeps_its_own() -> None:
+    # The endpoint is never reached: the span exporter is built lazily, and no push happens in this test.
+    t = Telemetry(
+        TelemetrySettings(
+            service_name="s", service_version="1", region="r", pop="p", otlp_endpoint="http://127.0.0.1:9"
+        )
+    )
+    try:
+        deferred = t.defer(record_into(t))
+        assert deferred is not None and t.spans is not None
+        threads = {
+            "recorder": deferred._thread,
+            "metric push": t._reader._thread,
+            "span export": t.spans._processors[0]._batch_processor._worker_thread,  # type: ignore[attr-defined]
+        }
+        deadline = time.monotonic() + 5  # each thread sets its own class as it starts
+        while time.monotonic() < deadline:
+            policies = {name: os.sched_getscheduler(th.native_id) for name, th in threads.items()}
+            if all(p == os.SCHED_IDLE for p in policies.values()):
+                break
+            time.sleep(0.01)
+        assert policies == dict.fromkeys(threads, os.SCHED_IDLE)
+        assert os.sched_getscheduler(0) != os.SCHED_IDLE
+    finally:
+        t.shutdown()

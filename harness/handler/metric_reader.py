@@ -16,6 +16,8 @@ from typing import Any
 from opentelemetry.exporter.prometheus import PrometheusMetricReader
 from opentelemetry.sdk.metrics.export import MetricExporter, MetricsData
 
+from harness.handler.threads import background_priority
+
 logger = logging.getLogger(__name__)
 
 
@@ -37,6 +39,7 @@ class ScrapeAndPushReader(PrometheusMetricReader):
             self._thread.start()
 
     def _run(self) -> None:
+        background_priority()
         while not self._stop.wait(self._interval_s):
             self.push()
 

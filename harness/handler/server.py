@@ -6,12 +6,15 @@ import contextlib
 import gc
 import os
 import signal
+import sys
 import time
 from collections.abc import Iterator
 
 import uvicorn
 
 from harness.handler.settings import HandlerSettings
+
+SWITCH_INTERVAL_S = 0.001
 
 
 def process_age_s() -> float | None:
@@ -88,6 +91,10 @@ def serve(settings: HandlerSettings, started_at: float, imports_done_at: float) 
                 flush=True,
             )
 
+    # A thread waiting for the GIL asks its holder to let go after this long (CPython's default is 5 ms):
+    # the event loop, the inference workers and the telemetry threads share one interpreter, and a
+    # request's next step should not wait 5 ms behind another thread's Python code.
+    sys.setswitchinterval(SWITCH_INTERVAL_S)
     config = uvicorn.Config(
         app,
         host=settings.host,

@@ -32,6 +32,7 @@ from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapProp
 from prometheus_client import CollectorRegistry
 
 from harness.handler.spans import SpanRecorder
+from harness.handler.threads import background_priority
 
 E = TypeVar("E")
 # Every instrument kind, cumulative: what remote write to Prometheus (and a Prometheus scrape) needs.
@@ -172,6 +173,7 @@ class DeferredRecorder(Generic[E]):
                     logger.exception("recording a request's telemetry failed")
 
     def _run(self) -> None:
+        background_priority()
         while not self._closed:
             self._wake.wait()
             self._wake.clear()
@@ -263,6 +265,9 @@ class _CountingBatchSpanProcessor(BatchSpanProcessor):
         )
         self._max_queue = max_queue_size
         self._dropped = dropped
+        worker = getattr(getattr(self, "_batch_processor", None), "_worker_thread", None)
+        if isinstance(worker, threading.Thread):
+            background_priority(worker)
 
     def on_end(self, span: ReadableSpan) -> None:
         if len(getattr(self._batch_processor, "_queue", ())) >= self._max_queue:

@@ -16,6 +16,7 @@ import subprocess
 import sys
 import threading
 import time
+from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -131,8 +132,8 @@ class Client:
         self.sock.close()
 
 
-# A sleep ends late by its timer slack and the wake-up (0.19 ms p50 on this VM): the client sleeps until
-# this long before each send time and spins the rest, so its own lateness stays out of the latency.
+# A sleep ends late by its timer slack and the wake-up: the client sleeps until this long before each
+# send time and spins the rest, so its own lateness stays out of the latency (it prints that lateness).
 SPIN_S = 0.001
 
 
@@ -177,8 +178,8 @@ def steady(
     return latencies
 
 
-def saturate(port: int, bodies: list[bytes], connections: int, seconds: float) -> float:
-    """Closed loop with a few connections: completed requests per second at saturation."""
+def saturate(port: int, bodies: list[bytes], connections: int, seconds: float) -> tuple[float, int]:
+    """Closed loop with a few connections: completed requests per second at saturation, and their count."""
     done = [0] * connections
     stop_at = time.perf_counter() + seconds
 
@@ -196,7 +197,7 @@ def saturate(port: int, bodies: list[bytes], connections: int, seconds: float) -
         t.start()
     for t in threads:
         t.join()
-    return sum(done) / (time.perf_counter() - began)
+    return sum(done) / (time.perf_counter() - began), sum(done)
 
 
 class RawPipeline:
@@ -247,30 +248,72 @@ def cpu_idle_and_total() -> tuple[int, int]:
     return ticks[3] + ticks[4], sum(ticks)
 
 
+def process_cpu_s(pid: int) -> float:
+    """CPU seconds (user + system) a process has used so far, all its threads together."""
+    with open(f"/proc/{pid}/stat", encoding="ascii") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+@dataclass
+class Saturation:
+    """Per handler: throughput of each window, machine idle share (%), handler CPU per request (µs)."""
+
+    rates: dict[str, list[float]]
+    idle_pct: dict[str, float]
+    cpu_us_per_request: dict[str, float]
+
+
 def interleaved_saturation(
-    ports: dict[str, int], bodies: list[bytes], rounds: int, seconds: float
-) -> tuple[dict[str, list[float]], dict[str, float]]:
-    """Saturation throughput of each handler in short windows, in A-B-B-A order round after round, and
-    the machine's idle share (%) during each handler's windows.
+    handlers: dict[str, Handler], bodies: list[bytes], rounds: int, seconds: float
+) -> Saturation:
+    """Saturation throughput of each handler in short windows, in A-B-B-A order round after round, with
+    the machine's idle share and the handler process's own CPU time per request during its windows.
 
     On this machine the same code's throughput drifts by 10 % or more within minutes (the host's load
     changes), so one long window each would mostly measure the drift; alternating cancels its linear part.
     """
-    labels = list(ports)
-    results: dict[str, list[float]] = {label: [] for label in labels}
+    labels = list(handlers)
+    rates: dict[str, list[float]] = {label: [] for label in labels}
     idle = dict.fromkeys(labels, 0)
     total = dict.fromkeys(labels, 0)
+    cpu = dict.fromkeys(labels, 0.0)
+    requests = dict.fromkeys(labels, 0)
     for label in labels:
-        saturate(ports[label], bodies, connections=4, seconds=1.0)  # warm up
+        saturate(handlers[label].port, bodies, connections=4, seconds=1.0)  # warm up
     for n in range(rounds):
         order = labels if n % 2 == 0 else labels[::-1]
         for label in order:
+            handler = handlers[label]
             idle0, total0 = cpu_idle_and_total()
-            results[label].append(saturate(ports[label], bodies, connections=4, seconds=seconds))
+            cpu0 = process_cpu_s(handler.proc.pid)
+            rate, count = saturate(handler.port, bodies, connections=4, seconds=seconds)
+            cpu[label] += process_cpu_s(handler.proc.pid) - cpu0
             idle1, total1 = cpu_idle_and_total()
+            rates[label].append(rate)
+            requests[label] += count
             idle[label] += idle1 - idle0
             total[label] += total1 - total0
-    return results, {label: 100 * idle[label] / max(total[label], 1) for label in labels}
+    return Saturation(
+        rates,
+        {label: 100 * idle[label] / max(total[label], 1) for label in labels},
+        {label: cpu[label] / max(requests[label], 1) * 1e6 for label in labels},
+    )
+
+
+def telemetry_dropped(port: int) -> dict[str, float]:
+    """The handler's edgeharness_telemetry_dropped_total series from /metrics, by signal and reason."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    conn.request("GET", "/metrics")
+    text = conn.getresponse().read().decode()
+    dropped: dict[str, float] = {}
+    for line in text.splitlines():
+        if line.startswith("edgeharness_telemetry_dropped_total{"):
+            labels, value = line.rsplit(" ", 1)
+            signal = labels.split('signal="', 1)[1].split('"', 1)[0]
+            reason = labels.split('reason="', 1)[1].split('"', 1)[0]
+            dropped[f"{signal}/{reason}"] = dropped.get(f"{signal}/{reason}", 0.0) + float(value)
+    return dropped
 
 
 def main() -> int:
@@ -343,16 +386,22 @@ def main() -> int:
 
     rounds = args.rounds or (4 if args.quick else 8)
     window = 3.0 if args.quick else 5.0
-    sat, idle = interleaved_saturation(ports, bodies, rounds=rounds, seconds=window)
+    sat = interleaved_saturation(handlers, bodies, rounds=rounds, seconds=window)
+    dropped = telemetry_dropped(handlers["on"].port)
     for handler in handlers.values():
         handler.stop()
-    pairs = [on / off for on, off in zip(sat["on"], sat["off"], strict=True)]
-    sat_ratio = sum(sat["on"]) / sum(sat["off"])
+    pairs = [on / off for on, off in zip(sat.rates["on"], sat.rates["off"], strict=True)]
+    sat_ratio = sum(sat.rates["on"]) / sum(sat.rates["off"])
     print(
         f"saturation (4 connections, {rounds} alternating rounds of {window:.0f} s): on "
-        f"{statistics.mean(sat['on']):.1f} req/s, off {statistics.mean(sat['off']):.1f} req/s; per-round ratios "
-        + " ".join(f"{r:.3f}" for r in pairs)
-        + f"; machine idle on {idle['on']:.1f} %, off {idle['off']:.1f} %"
+        f"{statistics.mean(sat.rates['on']):.1f} req/s, off {statistics.mean(sat.rates['off']):.1f} req/s; "
+        "per-round ratios " + " ".join(f"{r:.3f}" for r in pairs)
+    )
+    print(
+        f"  handler CPU per request: on {sat.cpu_us_per_request['on']:.0f} us, off "
+        f"{sat.cpu_us_per_request['off']:.0f} us; machine idle: on {sat.idle_pct['on']:.1f} %, "
+        f"off {sat.idle_pct['off']:.1f} %; telemetry dropped (whole run, telemetry on): "
+        + (", ".join(f"{k} {v:.0f}" for k, v in sorted(dropped.items())) or "none")
     )
 
     p50_on = pct(latency["on"], 0.5)
