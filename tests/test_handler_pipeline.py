@@ -161,3 +161,10 @@ def test_near_unit_rescale_samples_pixels_and_large_reductions_average_them() ->
     grey = (0.5 - IMAGENET_MEAN[0]) / IMAGENET_STD[0]
     assert abs(float(far[0, :, :, 0].mean()) - grey) < 0.1  # a 4x reduction averages the checkerboard
     assert len(np.unique(far[0, :, :, 0].round(3))) > 2
+
+
+def test_postprocess_lists_equal_scores_in_class_order() -> None:
+    logits = np.array([5.0, 1.0, 5.0, 0.0, 5.0, 2.0, 5.0, 5.0], dtype=np.float32)
+    top = pipeline.postprocess(logits, (), 4)
+    assert [p.index for p in top] == [0, 2, 4, 6]
+    assert len({p.score for p in top}) == 1
