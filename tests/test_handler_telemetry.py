@@ -809,6 +809,32 @@ def test_submitted_items_are_recorded_by_the_thread(recorders: Callable[..., Def
     assert wait_for(lambda: sink.snapshot() == [0, 1, 2, 3, 4, 5])
 
 
+def test_the_thread_pauses_between_records_and_an_explicit_drain_does_not(
+    recorders: Callable[..., DeferredRecorder[Any]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pauses: list[tuple[str, float]] = []
+    real_sleep = time.sleep
+
+    def sleep(seconds: float) -> None:  # `time` is one module: wait_for's sleeps pass here too
+        if threading.current_thread().name == "telemetry-recorder" or seconds == 0.0002:
+            pauses.append((threading.current_thread().name, seconds))
+        real_sleep(seconds)
+
+    monkeypatch.setattr(telemetry_module.time, "sleep", sleep)
+    sink = Sink()
+    recorder = recorders(sink, window_s=0.05, pause_s=0.0002)
+    for i in range(4):
+        recorder.submit(i)
+    assert wait_for(lambda: sink.snapshot() == [0, 1, 2, 3])
+    assert pauses == [("telemetry-recorder", 0.0002)] * 3  # between records, not after the last
+    pauses.clear()
+    recorder2 = recorders(sink, window_s=10.0, pause_s=0.0002)
+    for i in range(4):
+        recorder2.submit(i)
+    recorder2.drain()  # as a scrape does: at once
+    assert pauses == []
+
+
 def test_when_idle_items_are_recorded_soon_and_when_busy_after_the_window(
     recorders: Callable[..., DeferredRecorder[Any]],
 ) -> None:
