@@ -426,7 +426,7 @@ class _Classify:
 
 class HandlerApp(Starlette):
     """The handler's Starlette app; POST /v1/classify goes straight to its endpoint, past the middleware
-    and the router: their per-request cost is a measurable share of a 6 ms request (bench_handler.py)."""
+    and the router, whose per-request work is not needed there."""
 
     def __init__(self, classify: _Classify, **kwargs: Any) -> None:
         super().__init__(**kwargs)

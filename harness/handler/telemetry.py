@@ -167,8 +167,8 @@ class DeferredRecorder(Generic[E]):
 
     def drain(self, pause_s: float = 0.0) -> None:
         """Records everything pending. With `pause_s`, sleeps that long after each item while the backlog
-        is short: the sleep hands the GIL to the threads serving requests, which otherwise wait for the
-        switch interval behind a whole batch (bench_handler.py's saturation ratio rose with it)."""
+        is short: the sleep hands the GIL to the threads serving requests, which would otherwise wait
+        behind a whole batch, a switch interval at a time."""
         pause_below = self._max_pending // 4
         with self._lock:
             while self._pending:
