@@ -4,6 +4,7 @@ scrape-and-push metric reader, the deferred recorder and their wiring in `Teleme
 from __future__ import annotations
 
 import os
+import random
 import socket
 import threading
 import time
@@ -237,6 +238,41 @@ def test_encoder_keeps_negative_zero_apart_from_zero() -> None:
 def test_encoder_skips_an_unencodable_attribute_like_the_sdk() -> None:
     spans = [ReadableSpan(name="a", context=context(1, 1), resource=RESOURCE_A, attributes={"big": 2**64, "ok": "x"})]
     assert SpanEncoder().encode(spans) == sdk_bytes(spans)
+
+
+def test_encoder_matches_the_sdk_on_random_spans() -> None:
+    # Lengths past one varint byte, extreme timestamps and ids, every kind and status, unicode, remote and
+    # local parents, trace states, and attributes of every type, in one batch over both resources.
+    rng = random.Random(20261128)
+    kinds = list(SpanKind)
+    codes = [StatusCode.UNSET, StatusCode.OK, StatusCode.ERROR]
+    values: list[Any] = [
+        "", "ü" * rng.randint(1, 300), True, False, 0, -1, 2**63 - 1, -(2**63), 0.5, -1e300, (1, 2), ("a", ""),
+    ]  # fmt: skip
+    spans = []
+    for i in range(300):
+        parent = None
+        if rng.random() < 0.6:
+            parent = context(rng.getrandbits(128) or 1, rng.getrandbits(64) or 1, remote=rng.random() < 0.5)
+        state = TraceState([("k", "v" * rng.randint(1, 200))]) if rng.random() < 0.2 else None
+        code = rng.choice(codes)
+        spans.append(
+            ReadableSpan(
+                name="span-" + "é" * rng.choice((0, 1, 70, 200)) + str(i),
+                context=context(rng.getrandbits(128) or 1, rng.getrandbits(64) or 1, state=state),
+                parent=parent,
+                resource=rng.choice((RESOURCE_A, RESOURCE_B)),
+                attributes={f"a{j}": rng.choice(values) for j in range(rng.randint(0, 6))},
+                kind=rng.choice(kinds),
+                status=Status(code, "why " * rng.randint(1, 50) if code is StatusCode.ERROR else None),
+                start_time=rng.choice((0, 1, 2**63 - 1, rng.getrandbits(63))),
+                end_time=rng.choice((0, 2**64 - 1, rng.getrandbits(64))),
+                instrumentation_scope=rng.choice((SCOPE_PLAIN, SCOPE_RICH, None)),
+            )
+        )
+    encoder = SpanEncoder(max_cached_values=64)
+    assert encoder.encode(spans) == sdk_bytes(spans)
+    assert encoder.encode(spans[::-1]) == sdk_bytes(spans[::-1])
 
 
 # --- OTLPHTTPSpanExporter ----------------------------------------------------------------------------
