@@ -21,7 +21,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
-from starlette.types import Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from harness import __version__
 from harness.handler import errors, pipeline
@@ -397,21 +397,12 @@ def json_bytes(content: Any) -> bytes:
     return json.dumps(content, ensure_ascii=False, allow_nan=False, indent=None, separators=(",", ":")).encode()
 
 
-def _error_response(exc: HandlerError) -> JSONResponse:
-    return JSONResponse(exc.body(), status_code=exc.status, headers=exc.headers)
-
-
 async def _http_exception(_request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
     code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
     return JSONResponse(
         {"error": {"code": code, "message": str(exc.detail)}}, status_code=exc.status_code, headers=exc.headers
     )
-
-
-async def _handler_error(_request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, HandlerError)
-    return _error_response(exc)
 
 
 class _Classify:
@@ -428,9 +419,9 @@ class HandlerApp(Starlette):
     """The handler's Starlette app; POST /v1/classify goes straight to its endpoint, past the middleware
     and the router, whose per-request work is not needed there."""
 
-    def __init__(self, classify: _Classify, **kwargs: Any) -> None:
+    def __init__(self, classify: ASGIApp, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self._classify = classify.handler.classify
+        self._classify = classify
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["method"] == "POST" and scope["path"] == CLASSIFY_ROUTE:
@@ -459,20 +450,19 @@ def create_app(
             )
         )
     handler = Handler(settings, telemetry, store or ModelStore(settings.cache_dir), init or InitRecord())
-    classify = _Classify(handler)
     routes = [
         # Reached only by other methods (405): HandlerApp takes POST straight to the endpoint.
-        Route(CLASSIFY_ROUTE, classify, methods=["POST"]),
+        Route(CLASSIFY_ROUTE, _Classify(handler), methods=["POST"]),
         Route("/healthz", handler.healthz, methods=["GET"]),
         Route("/readyz", handler.readyz, methods=["GET"]),
         Route("/metrics", handler.metrics, methods=["GET"]),
         Route("/openapi.json", handler.openapi, methods=["GET"]),
     ]
     app = HandlerApp(
-        classify,
+        handler.classify,
         routes=routes,
         lifespan=handler.lifespan,
-        exception_handlers={HTTPException: _http_exception, HandlerError: _handler_error},
+        exception_handlers={HTTPException: _http_exception},
     )
     app.state.handler = handler
     return app

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import collections
 import logging
+import os
 import threading
 import time
 import uuid
@@ -119,11 +120,9 @@ class DeferredRecorder(Generic[E]):
     left cores idle. Handing each request over costs the loop a deque append; the thread wakes when work
     arrives, waits `window_s` to gather a batch (the recording code then stays warm in the caches) and
     records it; when nothing is in flight (`idle`), it records after `idle_delay_s` instead, so that at
-    light load the recording falls between requests, not inside the next one. bench_handler.py's
-    saturation ratio (telemetry on/off): 0.93 recording on the loop, 0.915-0.95 with a 20 ms window,
-    0.94-0.97 with 100 ms. `drain` records what is pending at once: a scrape or an export calls it first, so
-    they never miss a request that has been answered. Pending items are bounded; beyond `max_pending`
-    they are dropped and counted.
+    light load the recording falls between requests, not inside the next one. `drain` records what is
+    pending at once: a scrape or an export calls it first, so they never miss a request that has been
+    answered. Pending items are bounded; beyond `max_pending` they are dropped and counted.
     """
 
     def __init__(
@@ -514,8 +513,6 @@ def _otlp_span_exporter(settings: TelemetrySettings) -> SpanExporter:
 def _otlp_headers(signal: str) -> dict[str, str]:
     """Extra request headers from OTEL_EXPORTER_OTLP_{signal}_HEADERS or OTEL_EXPORTER_OTLP_HEADERS, in the
     specification's format (comma-separated key=value, URL-encoded), e.g. for an authenticating gateway."""
-    import os
-
     from opentelemetry.util.re import parse_env_headers
 
     raw = os.environ.get(f"OTEL_EXPORTER_OTLP_{signal}_HEADERS") or os.environ.get("OTEL_EXPORTER_OTLP_HEADERS", "")

@@ -351,7 +351,6 @@ def main() -> int:
     }
     for handler in handlers.values():
         handler.wait_ready()
-    ports = {label: handler.port for label, handler in handlers.items()}
 
     # Steady 20 req/s in alternating blocks, telemetry on and off, with the raw stages run half-way
     # between the requests. This machine's speed drifts by 10-25 % within minutes (its host's load), so
@@ -366,7 +365,7 @@ def main() -> int:
     for n in range(blocks):
         for part in ("on", "off") if n % 2 == 0 else ("off", "on"):
             latency[part] += steady(
-                ports[part],
+                handlers[part].port,
                 bodies,
                 rate=20,
                 seconds=block_s,
