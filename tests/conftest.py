@@ -1,10 +1,11 @@
-"""Shared fixtures: a known-latency test server on loopback, and paths into the repository."""
+"""Shared fixtures: a known-latency test server and an OTLP receiver on loopback, and paths into the repository."""
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -38,3 +39,20 @@ def known_server() -> Iterator[Callable[..., str]]:
     for s in servers:
         s.shutdown()
         s.server_close()
+
+
+@pytest.fixture
+def receiver(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[..., Any]]:
+    """Factory of loopback OTLP/HTTP receivers (telemetry_fixtures.Receiver); all are closed at teardown."""
+    from telemetry_fixtures import Receiver
+
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
+    started: list[Receiver] = []
+
+    def start(statuses: Sequence[int] = (200,), hang: bool = False) -> Receiver:
+        started.append(Receiver(statuses, hang))
+        return started[-1]
+
+    yield start
+    for r in started:
+        r.close()

@@ -66,6 +66,14 @@ def png_bomb(width: int = 60_000, height: int = 60_000) -> bytes:
     return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
 
 
+def process_running(pid: int) -> bool:
+    """Whether `pid` exists and has not exited (a zombie only waits to be reaped)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
 class ServeProcess:
     """`edgeharness serve` in a subprocess on loopback, with its output kept for assertions."""
 

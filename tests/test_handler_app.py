@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import signal
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -191,10 +193,18 @@ def test_health_ready_openapi(client: TestClient) -> None:
     }  # fmt: skip
 
 
-def test_metrics_expose_the_instruments_with_fine_buckets(client: TestClient) -> None:
-    classify(client, jpeg())
-    classify(client, b"", "image/jpeg")
-    text = client.get("/metrics").text
+@pytest.mark.parametrize("telemetry_process", [True, False], ids=["process", "thread"])
+def test_metrics_expose_the_instruments_with_fine_buckets(
+    int8_model: Path,  # noqa: F811
+    tmp_path: Path,
+    telemetry_process: bool,
+) -> None:
+    app = create_app(make_settings(int8_model, tmp_path, telemetry_process=telemetry_process))
+    with TestClient(app) as client:
+        classify(client, jpeg())
+        classify(client, b"", "image/jpeg")
+        text = client.get("/metrics").text
+        assert (getattr(app.state.handler.telemetry, "pid", None) is not None) == telemetry_process
     assert "http_server_request_duration_seconds_bucket{" in text
     assert 'le="0.00025"' in text and 'le="0.02"' in text and 'le="10.0"' in text
     assert 'cloud_region="nairobi"' in text
@@ -294,7 +304,8 @@ async def _overload(app: Any, body: bytes) -> None:
 
 
 def test_trace_context_and_stage_spans(int8_model: Path, tmp_path: Path) -> None:  # noqa: F811
-    app = create_app(make_settings(int8_model, tmp_path))
+    # In the handler's own process, where an in-memory exporter can see the spans.
+    app = create_app(make_settings(int8_model, tmp_path, telemetry_process=False))
     exporter = InMemorySpanExporter()
     app.state.handler.telemetry.add_span_processor(SimpleSpanProcessor(exporter))
     with TestClient(app) as c:
@@ -332,7 +343,7 @@ def test_collector_down_requests_succeed_and_drops_are_counted(int8_model: Path,
         for _ in range(5):
             assert classify(c, jpeg()).status_code == 200
         # Push the queued spans through the (failing) exporter now instead of waiting for the schedule.
-        telemetry.spans.force_flush()
+        telemetry.force_flush()
         text = c.get("/metrics").text
     dropped = [
         line for line in text.splitlines()
@@ -340,6 +351,28 @@ def test_collector_down_requests_succeed_and_drops_are_counted(int8_model: Path,
     ]  # fmt: skip
     assert dropped, text[:2000]
     assert float(dropped[0].rsplit(" ", 1)[1]) >= 25  # 5 requests x (server span + 4 stages)
+
+
+def test_a_lost_telemetry_process_costs_no_request(int8_model: Path, tmp_path: Path) -> None:  # noqa: F811
+    app = create_app(make_settings(int8_model, tmp_path))
+    telemetry = app.state.handler.telemetry
+    with TestClient(app) as c:
+        assert classify(c, jpeg()).status_code == 200
+        assert c.get("/metrics").status_code == 200
+        telemetry._restart_after_s, telemetry._next_start = 3600.0, time.monotonic() + 3600  # none replaces it yet
+        pid = telemetry.pid
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)  # reaped here: the handler's own wait then finds nothing
+        for _ in range(3):
+            assert classify(c, jpeg()).status_code == 200
+        response = c.get("/metrics")
+        assert response.status_code == 503
+        assert response.json()["error"]["code"] == "telemetry_unavailable"
+        assert response.headers["retry-after"]
+        telemetry._next_start = 0.0  # now it may start a new one
+        text = c.get("/metrics").text
+    (line,) = [line for line in text.splitlines() if line.startswith("edgeharness_telemetry_dropped_total{")]
+    assert 'reason="process_down"' in line and float(line.rsplit(" ", 1)[1]) == 3
 
 
 VALID = jpeg(320, 240, seed=3)

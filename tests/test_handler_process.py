@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 import httpx
-from handler_fixtures import ROOT, free_port, int8_model, jpeg, models_dir, serve_process  # noqa: F401
+from handler_fixtures import ROOT, free_port, int8_model, jpeg, models_dir, process_running, serve_process  # noqa: F401
 
 
 def test_serve_reports_process_init_phases_and_classifies(serve_process, int8_model: Path) -> None:  # noqa: F811
@@ -59,6 +59,11 @@ def test_body_over_limit_is_refused_while_streaming(serve_process, int8_model: P
     assert httpx.get(f"{proc.url}/healthz").status_code == 200
 
 
+def child_pids(pid: int) -> list[str]:
+    """The processes `pid` started, whichever of its threads started them."""
+    return [child for task in Path(f"/proc/{pid}/task").iterdir() for child in (task / "children").read_text().split()]
+
+
 def test_sigterm_drains_in_flight_requests_then_exits(serve_process, int8_model: Path) -> None:  # noqa: F811
     proc = serve_process(["--model", str(int8_model)])
     proc.wait_ready()
@@ -70,6 +75,8 @@ def test_sigterm_drains_in_flight_requests_then_exits(serve_process, int8_model:
         ).encode()
         sock.sendall(head + body[:1000])  # the request is in flight: headers and part of the body
         time.sleep(0.3)
+        children = child_pids(proc.proc.pid)
+        assert len(children) == 1, children  # the telemetry process
         proc.proc.send_signal(signal.SIGTERM)
         time.sleep(0.3)
         assert proc.proc.poll() is None, "exited with a request in flight"
@@ -79,6 +86,11 @@ def test_sigterm_drains_in_flight_requests_then_exits(serve_process, int8_model:
             answer += chunk
     assert answer.startswith(b"HTTP/1.1 200"), answer[:300]
     assert proc.proc.wait(timeout=15) == 0
+    # The handler waited for its telemetry process to export and end: no orphan is left behind.
+    assert (
+        not Path(f"/proc/{children[0]}").exists()
+        or "Z" in Path(f"/proc/{children[0]}/stat").read_text().split(")")[-1][:3]
+    )
 
 
 def test_bad_setting_is_a_clear_error() -> None:

@@ -9,7 +9,6 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
@@ -29,6 +28,7 @@ from opentelemetry.trace import Link, SpanContext, SpanKind, TraceFlags, TraceSt
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 from opentelemetry.trace.status import Status, StatusCode
 from prometheus_client import CollectorRegistry, generate_latest
+from telemetry_fixtures import DEADLINE_S, MakeReceiver, sample_lines, sample_value, wait_for
 
 from harness.handler import telemetry as telemetry_module
 from harness.handler.metric_reader import ScrapeAndPushReader
@@ -39,17 +39,6 @@ from harness.handler.telemetry import CUMULATIVE_TEMPORALITY, DeferredRecorder, 
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
 PARENT_ID = "00f067aa0ba902b7"
 SAMPLED = TraceFlags(TraceFlags.SAMPLED)
-DEADLINE_S = 5.0
-
-
-def wait_for(condition: Callable[[], bool], deadline_s: float = DEADLINE_S) -> bool:
-    """Polls `condition` until it holds or the deadline passes; returns its last value."""
-    end = time.monotonic() + deadline_s
-    while not condition():
-        if time.monotonic() > end:
-            return condition()
-        time.sleep(0.01)
-    return True
 
 
 # --- SpanEncoder -------------------------------------------------------------------------------------
@@ -278,76 +267,7 @@ def test_encoder_matches_the_sdk_on_random_spans() -> None:
 # --- OTLPHTTPSpanExporter ----------------------------------------------------------------------------
 
 
-class Receiver:
-    """An OTLP/HTTP endpoint on loopback: answers POSTs with scripted statuses (the last one repeats) and
-    keeps what it received. With `hang`, it answers only once released (at teardown)."""
-
-    def __init__(self, statuses: Sequence[int], hang: bool = False) -> None:
-        self.received: list[tuple[str, str, bytes]] = []
-        self.headers: list[dict[str, str]] = []
-        self._statuses = list(statuses)
-        self._hang = hang
-        self._lock = threading.Lock()
-        self.release = threading.Event()
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/v1/traces"
-        threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
-
-    @property
-    def count(self) -> int:
-        with self._lock:
-            return len(self.received)
-
-    def _answer(self, path: str, content_type: str, body: bytes) -> int:
-        with self._lock:
-            self.received.append((path, content_type, body))
-            return self._statuses.pop(0) if len(self._statuses) > 1 else self._statuses[0]
-
-    def _handler(self) -> type[BaseHTTPRequestHandler]:
-        receiver = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
-                receiver.headers.append({k.lower(): v for k, v in self.headers.items()})
-                status = receiver._answer(self.path, self.headers.get("Content-Type", ""), body)
-                if receiver._hang:
-                    receiver.release.wait(10)
-                try:
-                    self.send_response(status)
-                    self.send_header("Content-Length", "0")
-                    self.end_headers()
-                except OSError:  # the client gave up waiting
-                    pass
-
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
-        return Handler
-
-    def close(self) -> None:
-        self.release.set()
-        self.server.shutdown()
-        self.server.server_close()
-
-
-MakeReceiver = Callable[..., Receiver]
 MakeExporter = Callable[..., OTLPHTTPSpanExporter]
-
-
-@pytest.fixture
-def receiver(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[..., Receiver]]:
-    """Factory of loopback OTLP receivers; all are closed at teardown."""
-    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
-    started: list[Receiver] = []
-
-    def start(statuses: Sequence[int] = (200,), hang: bool = False) -> Receiver:
-        started.append(Receiver(statuses, hang))
-        return started[-1]
-
-    yield start
-    for r in started:
-        r.close()
 
 
 @pytest.fixture
@@ -639,16 +559,6 @@ def points(data: MetricsData, name: str) -> list[Any]:
         if metric.name == name
         for point in metric.data.data_points
     ]
-
-
-def sample_lines(text: str, name: str) -> list[str]:
-    """The exposition's sample lines of series `name` (any labels)."""
-    return [line for line in text.splitlines() if line.startswith((f"{name}{{", f"{name} "))]
-
-
-def sample_value(text: str, name: str) -> float:
-    (line,) = sample_lines(text, name)
-    return float(line.rsplit(" ", 1)[1])
 
 
 class MetricsRig:
@@ -961,6 +871,25 @@ def test_a_failing_record_does_not_stop_the_others(
     recorder.submit(5)  # the thread survived
     assert wait_for(lambda: sink.snapshot() == [0, 1, 3, 4, 5])
     assert any("recording" in r.getMessage() for r in caplog.records)
+
+
+def test_batches_go_whole_in_order_and_at_most_max_batch_long() -> None:
+    batches: list[list[int]] = []
+    recorder: DeferredRecorder[int] = DeferredRecorder(record_batch=batches.append, window_s=1.0, max_batch=4)
+    try:
+        for n in range(10):
+            recorder.submit(n)
+        recorder.drain()
+        assert batches == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9]]
+    finally:
+        recorder.close()
+
+
+def test_a_recorder_takes_one_way_of_recording() -> None:
+    with pytest.raises(ValueError):
+        DeferredRecorder()
+    with pytest.raises(ValueError):
+        DeferredRecorder(print, record_batch=print)
 
 
 def test_close_records_what_is_pending_and_stops_the_thread() -> None:

@@ -13,8 +13,6 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl
 
-from opentelemetry.trace import SpanKind, Status, StatusCode
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.applications import Starlette
 from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException
@@ -30,14 +28,19 @@ from harness.handler.errors import HandlerError
 from harness.handler.lifecycle import ColdStart, LoadedModel, ModelRuntime
 from harness.handler.openapi import MAX_TOP_K, openapi_document
 from harness.handler.settings import HandlerSettings
-from harness.handler.spans import span_in_context
-from harness.handler.telemetry import Telemetry, TelemetrySettings
+from harness.handler.telemetry_link import (
+    InitEvent,
+    ModelLoaded,
+    RequestRecord,
+    TelemetrySettings,
+    TelemetrySink,
+    TelemetryUnavailable,
+    make_telemetry,
+)
 from harness.model.store import ModelError, ModelInfo, ModelStore
 
 CLASSIFY_ROUTE = "/v1/classify"
-STAGES = ("decode", "preprocess", "inference", "postprocess")
 DEFAULT_TOP_K = 5
-EXEMPLAR_INTERVAL_NS = 10_000_000
 
 logger = logging.getLogger(__name__)
 
@@ -102,11 +105,12 @@ def run_pipeline(
 class Handler:
     """The request path: admission, body, model, pipeline, telemetry; one per app."""
 
-    def __init__(self, settings: HandlerSettings, telemetry: Telemetry, store: ModelStore, init: InitRecord) -> None:
+    def __init__(
+        self, settings: HandlerSettings, telemetry: TelemetrySink, store: ModelStore, init: InitRecord
+    ) -> None:
         self.settings = settings
         self.telemetry = telemetry
         self.init = init
-        self.instruments = telemetry.instruments
         self.admission = Admission(settings.effective_concurrency, settings.queue)
         self.executor = ThreadPoolExecutor(max_workers=settings.effective_concurrency, thread_name_prefix="inference")
         self.runtime = ModelRuntime(
@@ -116,36 +120,33 @@ class Handler:
             threads=settings.threads,
             idle_timeout_s=settings.idle_timeout,
             on_cold_start=self._record_model_load,
-            on_loaded_changed=telemetry.set_model_loaded,
+            on_loaded_changed=lambda loaded: telemetry.submit(ModelLoaded(loaded)),
         )
         self.served = 0
         self.draining = False
-        self._last_exemplar_ns = 0
-        self.deferred = telemetry.defer(self._record_deferred, idle=lambda: self.admission.admitted == 0)
-        self._base_attrs = {"http.request.method": "POST", "http.route": CLASSIFY_ROUTE}
-        self._stage_attrs = {name: {"edgeharness.stage": name} for name in STAGES}
-        telemetry.observe_load(lambda: self.admission.active, lambda: self.admission.waiting)
+        telemetry.start(
+            active=lambda: self.admission.active,
+            queued=lambda: self.admission.waiting,
+            idle=lambda: self.admission.admitted == 0,
+        )
 
     # -- lifecycle -------------------------------------------------------------------------------------
 
     def _record_model_load(self, cold: ColdStart) -> None:
         kind = {"edgeharness.coldstart.kind": "model", "edgeharness.coldstart.reason": cold.reason}
-        self._record_init(kind, cold.total_ms, cold.phases_ms)
+        self.telemetry.submit(InitEvent(kind, cold.total_ms, dict(cold.phases_ms)))
 
     def record_process_init(self) -> None:
         if self.init.total_ms is not None:
-            self._record_init({"edgeharness.coldstart.kind": "process"}, self.init.total_ms, self.init.phases_ms)
-
-    def _record_init(self, attrs: dict[str, str], total_ms: float, phases_ms: dict[str, float]) -> None:
-        self.instruments.init_duration.record(total_ms / 1000, attrs)
-        for phase, ms in phases_ms.items():
-            self.instruments.init_phase_duration.record(ms / 1000, {**attrs, "edgeharness.init.phase": phase})
+            attrs = {"edgeharness.coldstart.kind": "process"}
+            self.telemetry.submit(InitEvent(attrs, self.init.total_ms, dict(self.init.phases_ms)))
 
     @contextlib.asynccontextmanager
     async def lifespan(self, _app: Starlette) -> AsyncIterator[None]:
         if self.settings.load == "eager" and self.runtime.loaded is None:
             loop = asyncio.get_running_loop()
             await loop.run_in_executor(self.executor, self.runtime.load_at_startup)
+        self.telemetry.launch()
         watcher = asyncio.create_task(self.runtime.watch_idle())
         try:
             yield
@@ -184,10 +185,24 @@ class Handler:
         ]
         await send({"type": "http.response.start", "status": outcome.status, "headers": response_headers})
         await send({"type": "http.response.body", "body": payload})
-        # Spans and metrics are recorded on the telemetry thread now that the response has gone:
-        # telemetry never delays the answer, nor takes the event loop's time from the next request.
-        if self.deferred is not None:
-            self.deferred.submit((headers, outcome))
+        # Spans and metrics are recorded elsewhere now that the response has gone: telemetry never delays
+        # the answer, nor takes the event loop's time from the next request.
+        model = outcome.model
+        self.telemetry.submit(
+            RequestRecord(
+                outcome.start_ns,
+                outcome.duration_s,
+                outcome.status,
+                outcome.error_code,
+                outcome.queue_s,
+                outcome.cold_kind,
+                model.name if model is not None else None,
+                model.version if model is not None else None,
+                outcome.stages.marks,
+                headers.get("traceparent"),
+                headers.get("tracestate"),
+            )
+        )
 
     async def _classify(
         self, scope: Scope, headers: Headers, receive: Receive, outcome: Outcome, start: float
@@ -261,62 +276,6 @@ class Handler:
         finally:
             self.admission.finished(time.perf_counter() - started)
 
-    def _record_deferred(self, item: tuple[Any, Outcome]) -> None:
-        self._record_request(*item)
-
-    def _record_request(self, headers: Any, outcome: Outcome) -> None:
-        """The request's server span, its stage spans and its metrics, from the marks taken on the way."""
-        cold = outcome.cold_kind is not None
-        attrs: dict[str, Any] = {
-            **self._base_attrs,
-            "http.response.status_code": outcome.status,
-            "faas.coldstart": cold,
-        }
-        if outcome.error_code:
-            attrs["error.type"] = outcome.error_code
-        spans = self.telemetry.spans
-        ctx = None
-        if spans is not None:
-            span_attrs = {**attrs, "url.path": CLASSIFY_ROUTE}
-            if outcome.model is not None:
-                span_attrs["edgeharness.model.name"] = outcome.model.name
-                span_attrs["edgeharness.model.version"] = outcome.model.version
-            span = spans.root(
-                f"POST {CLASSIFY_ROUTE}",
-                self.telemetry.extract_context(headers),
-                kind=SpanKind.SERVER,
-                start_ns=outcome.start_ns,
-                end_ns=outcome.start_ns + int(outcome.duration_s * 1e9),
-                attributes=span_attrs,
-                status=Status(StatusCode.ERROR, outcome.error_code) if outcome.status >= 500 else None,
-            )
-            if span is not None:
-                spans.children(span, outcome.stages.marks)
-                ctx = span_in_context(span)
-        # The request histogram is recorded in the span's context, so its exemplars link to this trace;
-        # the others carry none (span metrics have them too). An exemplar has a cost, and the SDK
-        # keeps only the latest per bucket until the next export, so at most one request per
-        # EXEMPLAR_INTERVAL_NS offers one: every request at light load, about a third at 300 req/s.
-        if ctx is not None and outcome.start_ns - self._last_exemplar_ns >= EXEMPLAR_INTERVAL_NS:
-            self._last_exemplar_ns = outcome.start_ns
-        else:
-            ctx = None
-        self.instruments.request_duration.record(outcome.duration_s, attrs, context=ctx)
-        self._record_metrics(outcome)
-
-    def _record_metrics(self, outcome: Outcome) -> None:
-        ins = self.instruments
-        if outcome.error_code == "overloaded":
-            ins.shed_requests.add(1)
-        if outcome.queue_s is not None:
-            ins.queue_duration.record(outcome.queue_s)
-        if outcome.cold_kind is not None:
-            ins.coldstarts.add(1, {"edgeharness.coldstart.kind": outcome.cold_kind})
-        for name, start_ns, end_ns in outcome.stages.marks:
-            ins.stage_duration.record((end_ns - start_ns) / 1e9, self._stage_attrs[name])
-            if name == "inference" and outcome.model is not None:
-                ins.inference_duration.record((end_ns - start_ns) / 1e9, {"edgeharness.model.name": outcome.model.name})
-
     async def healthz(self, _request: Request) -> Response:
         return JSONResponse({"status": "alive", "region": self.settings.region, "pop": self.settings.pop_name})
 
@@ -340,8 +299,12 @@ class Handler:
 
     async def metrics(self, _request: Request) -> Response:
         loop = asyncio.get_running_loop()
-        payload = await loop.run_in_executor(None, generate_latest, self.telemetry.registry)
-        return Response(payload, media_type=CONTENT_TYPE_LATEST)
+        try:
+            scrape = await loop.run_in_executor(None, self.telemetry.scrape)
+        except TelemetryUnavailable as exc:
+            body = {"error": {"code": "telemetry_unavailable", "message": str(exc)}}
+            return JSONResponse(body, status_code=503, headers={"Retry-After": "5"})
+        return Response(scrape.payload, headers={"content-type": scrape.content_type})
 
     async def openapi(self, _request: Request) -> Response:
         return JSONResponse(openapi_document(__version__))
@@ -433,13 +396,13 @@ class HandlerApp(Starlette):
 def create_app(
     settings: HandlerSettings,
     *,
-    telemetry: Telemetry | None = None,
+    telemetry: TelemetrySink | None = None,
     store: ModelStore | None = None,
     init: InitRecord | None = None,
 ) -> HandlerApp:
     """Build a handler app; every collaborator can be passed in, none is global."""
     if telemetry is None:
-        telemetry = Telemetry(
+        telemetry = make_telemetry(
             TelemetrySettings(
                 service_name=settings.service_name,
                 service_version=__version__,
@@ -447,7 +410,8 @@ def create_app(
                 pop=settings.pop_name,
                 otlp_endpoint=settings.otlp_endpoint,
                 enabled=settings.telemetry,
-            )
+            ),
+            in_process=not settings.telemetry_process,
         )
     handler = Handler(settings, telemetry, store or ModelStore(settings.cache_dir), init or InitRecord())
     routes = [

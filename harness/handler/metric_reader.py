@@ -24,8 +24,16 @@ logger = logging.getLogger(__name__)
 class ScrapeAndPushReader(PrometheusMetricReader):
     """A `PrometheusMetricReader` that also pushes the same collection to `exporter` every interval."""
 
-    def __init__(self, exporter: MetricExporter | None, interval_s: float, timeout_s: float, **prometheus: Any) -> None:
+    def __init__(
+        self,
+        exporter: MetricExporter | None,
+        interval_s: float,
+        timeout_s: float,
+        idle_priority: bool = True,
+        **prometheus: Any,
+    ) -> None:
         super().__init__(**prometheus)
+        self._idle_priority = idle_priority
         self.before_collect: Callable[[], None] | None = None  # e.g. record what is still pending
         self._exporter = exporter
         self._interval_s = interval_s
@@ -39,7 +47,8 @@ class ScrapeAndPushReader(PrometheusMetricReader):
             self._thread.start()
 
     def _run(self) -> None:
-        background_priority()
+        if self._idle_priority:
+            background_priority()
         while not self._stop.wait(self._interval_s):
             self.push()
 

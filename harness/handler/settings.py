@@ -57,6 +57,13 @@ class HandlerSettings:
     telemetry: bool = field(
         default=True, metadata=_opt("EDGE_TELEMETRY", "record traces and metrics (off only for benchmarks)")
     )
+    telemetry_process: bool = field(
+        default=True,
+        metadata=_opt(
+            "EDGE_TELEMETRY_PROCESS",
+            "record telemetry in a process of its own (off: on a thread of the serving process)",
+        ),
+    )
     max_body_bytes: int = field(
         default=8 * 1024 * 1024, metadata=_opt("EDGE_MAX_BODY_BYTES", "largest request body accepted")
     )

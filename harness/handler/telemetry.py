@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import collections
 import logging
 import os
 import threading
 import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
 from opentelemetry import metrics
@@ -32,7 +30,9 @@ from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 from prometheus_client import CollectorRegistry
 
+from harness.handler.deferred import DeferredRecorder
 from harness.handler.spans import SpanRecorder
+from harness.handler.telemetry_link import TelemetrySettings
 from harness.handler.threads import background_priority
 
 E = TypeVar("E")
@@ -113,107 +113,6 @@ def quiet_export_logs(interval_s: float = 60.0) -> None:
             logger.addFilter(_RateLimit(interval_s))
 
 
-class DeferredRecorder(Generic[E]):
-    """Records requests' telemetry on its own thread, in batches, after their responses have gone.
-
-    Recording on the event loop right after each response took the GIL between the workers' stages and
-    left cores idle. Handing each request over costs the loop a deque append; the thread wakes when work
-    arrives, waits `window_s` to gather a batch (the recording code then stays warm in the caches) and
-    records it; when nothing is in flight (`idle`), it records after `idle_delay_s` instead, so that at
-    light load the recording falls between requests, not inside the next one. `drain` records what is
-    pending at once: a scrape or an export calls it first, so they never miss a request that has been
-    answered. Pending items are bounded; beyond `max_pending` they are dropped and counted.
-    """
-
-    def __init__(
-        self,
-        record: Callable[[E], None],
-        *,
-        window_s: float = 0.1,
-        max_pending: int = 4096,
-        on_drop: Callable[[int], None] | None = None,
-        idle: Callable[[], bool] | None = None,
-        idle_delay_s: float = 0.002,
-        pause_s: float = 0.00005,
-    ) -> None:
-        self._record = record
-        self._pause_s = pause_s
-        self._window_s = window_s
-        self._idle = idle
-        self._idle_delay_s = idle_delay_s
-        self._max_pending = max_pending
-        self._on_drop = on_drop
-        self._pending: collections.deque[E] = collections.deque()
-        self._lock = threading.Lock()  # held while recording: a drain returns only when all is recorded
-        self._wake = threading.Event()
-        self._stop = threading.Event()
-        self._closed = False
-        self._thread = threading.Thread(target=self._run, name="telemetry-recorder", daemon=True)
-        self._thread.start()
-
-    @property
-    def pending(self) -> int:
-        return len(self._pending)
-
-    def submit(self, item: E) -> None:
-        if len(self._pending) >= self._max_pending:
-            if self._on_drop is not None:
-                self._on_drop(1)
-            return
-        self._pending.append(item)
-        if not self._wake.is_set():
-            self._wake.set()
-
-    def drain(self, pause_s: float = 0.0) -> None:
-        """Records everything pending. With `pause_s`, sleeps that long after each item while the backlog
-        is short: the sleep hands the GIL to the threads serving requests, which would otherwise wait
-        behind a whole batch, a switch interval at a time."""
-        pause_below = self._max_pending // 4
-        with self._lock:
-            while self._pending:
-                item = self._pending.popleft()
-                try:
-                    self._record(item)
-                except Exception:  # one bad record must not stop the others
-                    logger.exception("recording a request's telemetry failed")
-                if pause_s and self._pending and len(self._pending) < pause_below:
-                    time.sleep(pause_s)
-
-    def _run(self) -> None:
-        background_priority()
-        while not self._closed:
-            self._wake.wait()
-            self._wake.clear()
-            if self._closed:
-                break
-            # Busy: gather a batch. Idle (nothing in flight): record right after the response has gone,
-            # before the next request can arrive, rather than at a random moment inside it.
-            idle = self._idle is not None and self._idle()
-            self._stop.wait(self._idle_delay_s if idle else self._window_s)  # close() cuts the wait short
-            self.drain(self._pause_s)
-
-    def close(self) -> None:
-        """Records what is pending and stops the thread."""
-        self._closed = True
-        self._stop.set()
-        self._wake.set()
-        self._thread.join(timeout=5)
-        self.drain()
-
-
-@dataclass(frozen=True)
-class TelemetrySettings:
-    service_name: str
-    service_version: str
-    region: str
-    pop: str
-    otlp_endpoint: str = ""  # OTLP/HTTP base URL; empty: no export
-    enabled: bool = True
-    export_interval_s: float = 5.0
-    export_timeout_s: float = 2.0
-    span_queue_size: int = 4096
-
-
 class _Lazy(Generic[E]):
     """Builds an exporter on first use, in the exporting thread: its imports (requests, protobuf) are
     then paid after the handler is ready, not in its cold start."""
@@ -262,7 +161,9 @@ class _CountingSpanExporter(SpanExporter):
 class _CountingBatchSpanProcessor(BatchSpanProcessor):
     """BatchSpanProcessor that also counts spans it drops because its bounded queue is full."""
 
-    def __init__(self, exporter: SpanExporter, max_queue_size: int, dropped: metrics.Counter) -> None:
+    def __init__(
+        self, exporter: SpanExporter, max_queue_size: int, dropped: metrics.Counter, idle_priority: bool
+    ) -> None:
         # Batches of up to 2048 spans (the SDK's default is 512): a quarter of the HTTP requests at load.
         super().__init__(
             exporter,
@@ -273,7 +174,7 @@ class _CountingBatchSpanProcessor(BatchSpanProcessor):
         self._max_queue = max_queue_size
         self._dropped = dropped
         worker = getattr(getattr(self, "_batch_processor", None), "_worker_thread", None)
-        if isinstance(worker, threading.Thread):
+        if idle_priority and isinstance(worker, threading.Thread):
             background_priority(worker)
 
     def on_end(self, span: ReadableSpan) -> None:
@@ -352,9 +253,9 @@ class Instruments:
 class Telemetry:
     """Spans, instruments and the /metrics registry of one handler; `shutdown` flushes them."""
 
-    def __init__(self, settings: TelemetrySettings) -> None:
+    def __init__(self, settings: TelemetrySettings, instance_id: str | None = None) -> None:
         self.settings = settings
-        self.instance_id = str(uuid.uuid4())
+        self.instance_id = instance_id or str(uuid.uuid4())
         self.registry = CollectorRegistry(auto_describe=True)
         self.propagator = TraceContextTextMapPropagator()
         self.spans: SpanRecorder | None = None
@@ -391,6 +292,7 @@ class Telemetry:
             timeout_s=settings.export_timeout_s,
             registry=self.registry,
             resource_attribute_filter=LABELLED_RESOURCE_ATTRIBUTES.__contains__,
+            idle_priority=settings.idle_priority_exporters,
         )
         views = [
             View(instrument_name=name, aggregation=ExplicitBucketHistogramAggregation(LATENCY_BUCKETS_S))
@@ -421,6 +323,7 @@ class Telemetry:
                     ),
                     max_queue_size=settings.span_queue_size,
                     dropped=self.instruments.telemetry_dropped,
+                    idle_priority=settings.idle_priority_exporters,
                 )
             )
 

@@ -2,7 +2,10 @@
 
 - Span encoding: the SDK's generic OTLP encoder against `harness.handler.otlp_traces.SpanEncoder`, on the
   spans a request really produces (server span with its attributes, four stage spans).
-- Recording: one request's spans and metrics as the telemetry thread records them (`_record_request`).
+- Recording: one request's spans and metrics as the telemetry process records them
+  (`RequestRecorder.record_request`).
+- Hand-over: what the serving process pays per request to pass its record to the telemetry process
+  (pickling it within a batch of 40).
 - Preprocessing: the float32 normalisation by arithmetic against the per-channel lookup table.
 
 Run: .venv/bin/python -m loadtests.benchmarks.bench_telemetry [--requests N]
@@ -12,6 +15,7 @@ Needs the reference models (`make setup`). No network: spans go to an in-memory 
 from __future__ import annotations
 
 import argparse
+import pickle
 import statistics
 import sys
 import tempfile
@@ -49,38 +53,42 @@ def main() -> int:
     from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
     from opentelemetry.sdk.trace.export import SimpleSpanProcessor
     from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-    from starlette.datastructures import Headers
 
     from harness.handler import app as handler_app
     from harness.handler import pipeline
     from harness.handler.otlp_traces import SpanEncoder
     from harness.handler.settings import HandlerSettings
+    from harness.handler.telemetry_link import RequestRecord
     from harness.images import photo_corpus
 
     with tempfile.TemporaryDirectory() as cache:
-        # Telemetry on, no OTLP endpoint: nothing leaves the process; spans go to memory.
-        app = handler_app.create_app(HandlerSettings(model=str(MODEL), model_cache=cache))
+        # Telemetry on, recorded in this process (the telemetry process runs the same recorder), no OTLP
+        # endpoint: nothing leaves the process; spans go to memory.
+        settings = HandlerSettings(model=str(MODEL), model_cache=cache, telemetry_process=False)
+        app = handler_app.create_app(settings)
         handler = app.state.handler
         handler.runtime.load_at_startup()
         memory = InMemorySpanExporter()
         handler.telemetry.add_span_processor(SimpleSpanProcessor(memory))
-        headers = Headers(raw=[(b"content-type", b"image/jpeg"), (b"traceparent", TRACEPARENT.encode())])
+        recorder = handler.telemetry.recorder
         model = handler.runtime.loaded
         assert model is not None
 
-        def outcome() -> handler_app.Outcome:
+        def request() -> RequestRecord:
             now = time.time_ns()
-            done = handler_app.Outcome(start_ns=now, status=200, duration_s=0.0058, queue_s=1e-5, model=model.info)
-            t = now + 100_000
+            marks, t = [], now + 100_000
             for name, ns in (("decode", 900_000), ("preprocess", 300_000), ("inference", 3_800_000),
                              ("postprocess", 150_000)):  # fmt: skip
-                done.stages.marks.append((name, t, t + ns))
+                marks.append((name, t, t + ns))
                 t += ns
-            return done
+            info = model.info
+            return RequestRecord(now, 0.0058, 200, None, 1e-5, None, info.name, info.version, marks, TRACEPARENT, None)
 
         n = args.requests
-        outcomes = iter([outcome() for _ in range(n * 6)])
-        record_us = per_call_us(lambda: handler._record_request(headers, next(outcomes)), n)
+        records = iter([request() for _ in range(n * 6)])
+        record_us = per_call_us(lambda: recorder.record_request(next(records)), n)
+        batch = [request() for _ in range(40)]
+        handover_us = per_call_us(lambda: pickle.dumps(("items", batch, (2, 0)), pickle.HIGHEST_PROTOCOL), 200) / 40
         spans = memory.get_finished_spans()[-5 * 200 :]  # 200 requests' spans
         sdk_us = per_call_us(lambda: encode_spans(spans).SerializePartialToString(), 20) / 200
         encoder = SpanEncoder()
@@ -90,6 +98,7 @@ def main() -> int:
 
     print(f"# telemetry benchmark: {n} requests per repeat, python {sys.version.split()[0]}")
     print(f"recording one request (5 spans, 7 histogram records, 1 exemplar at most): {record_us:.1f} us")
+    print(f"handing one request's record to the telemetry process (pickled in a batch of 40): {handover_us:.2f} us")
     print(
         f"OTLP encoding of one request's 5 spans: SDK encoder {sdk_us:.1f} us, SpanEncoder {ours_us:.1f} us "
         f"(same bytes: {same})"

@@ -1,0 +1,377 @@
+"""The handler's side of its telemetry: what a request leaves behind to record, and where it goes.
+
+A request's path only gathers facts (`RequestRecord`: times, status, stage marks, trace parent) and
+hands them over after its response has gone. Recording them (spans, histograms, OTLP export, the
+/metrics text) is the job of a `TelemetrySink`:
+
+- `TelemetryProcess` (the default for `edgeharness serve`): a process of its own, fed over a socket pair
+  in batches. Its Python (the OpenTelemetry SDK's recording and exporting) then never takes the serving
+  process's GIL from a request; the handler's share is one pickled message per batch. /metrics is
+  answered by that process through the same socket. If it dies, the handler serves on, counts what it
+  could not hand over, and starts a new one (at most every `restart_after_s`); the counts reach the new
+  one's `edgeharness.telemetry.dropped`.
+- `harness.handler.recording.InProcessTelemetry`: the same recording on a thread of the handler's own
+  process (tests that inspect spans in memory use it).
+- `DisabledTelemetry`: records nothing (benchmarks' "telemetry off").
+
+This module imports nothing heavy: a handler that records in another process never loads the SDK.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import logging
+import pickle
+import socket
+import struct
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, BinaryIO, NamedTuple, Protocol
+
+from harness.handler.deferred import DeferredRecorder
+
+logger = logging.getLogger(__name__)
+
+PROMETHEUS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+
+@dataclass(frozen=True)
+class TelemetrySettings:
+    service_name: str
+    service_version: str
+    region: str
+    pop: str
+    otlp_endpoint: str = ""  # OTLP/HTTP base URL; empty: no export
+    enabled: bool = True
+    export_interval_s: float = 5.0
+    export_timeout_s: float = 2.0
+    span_queue_size: int = 4096
+    # Exporting threads in SCHED_IDLE (see threads.py): right where they share the serving process's
+    # GIL and cores; in the telemetry process they run as any process does, so exports keep pace under load.
+    idle_priority_exporters: bool = True
+
+
+class RequestRecord(NamedTuple):
+    """What one classify request did: gathered on its path, recorded after its response."""
+
+    start_ns: int  # wall clock, nanoseconds
+    duration_s: float
+    status: int
+    error_code: str | None
+    queue_s: float | None  # from admission until a worker took it up; None when never admitted
+    cold_kind: str | None  # "process" (first request of the process), "model" (a load), or None
+    model_name: str | None
+    model_version: str | None
+    marks: list[tuple[str, int, int]]  # (stage, start_ns, end_ns)
+    traceparent: str | None
+    tracestate: str | None
+
+
+class InitEvent(NamedTuple):
+    """A process start or a model load, with its phases."""
+
+    attrs: dict[str, str]
+    total_ms: float
+    phases_ms: dict[str, float]
+
+
+class ModelLoaded(NamedTuple):
+    loaded: bool
+
+
+TelemetryItem = RequestRecord | InitEvent | ModelLoaded
+
+
+class Scrape(NamedTuple):
+    payload: bytes
+    content_type: str
+
+
+class TelemetryUnavailable(Exception):
+    """The telemetry process cannot answer (it died, or is restarting)."""
+
+
+class TelemetrySink(Protocol):
+    instance_id: str
+
+    def start(self, active: Callable[[], int], queued: Callable[[], int], idle: Callable[[], bool]) -> None:
+        """Begins taking items; `active` and `queued` are read for the load gauges, `idle` says that no
+        request is in flight (items are then handed over at once rather than in batches)."""
+
+    def launch(self) -> None:
+        """The handler is ready: background work may begin (idempotent)."""
+
+    def submit(self, item: TelemetryItem) -> None:
+        """Takes an item; never blocks, never raises."""
+
+    def scrape(self) -> Scrape:
+        """The /metrics text, with every item submitted so far recorded."""
+
+    def force_flush(self) -> None:
+        """Records what is pending and exports what is buffered."""
+
+    def shutdown(self) -> None:
+        """Records and exports what is pending, then stops."""
+
+
+class DisabledTelemetry:
+    """Records nothing; /metrics is empty."""
+
+    def __init__(self) -> None:
+        self.instance_id = str(uuid.uuid4())
+
+    def start(self, active: Callable[[], int], queued: Callable[[], int], idle: Callable[[], bool]) -> None:
+        pass
+
+    def launch(self) -> None:
+        pass
+
+    def submit(self, item: TelemetryItem) -> None:
+        pass
+
+    def scrape(self) -> Scrape:
+        return Scrape(b"", PROMETHEUS_CONTENT_TYPE)
+
+    def force_flush(self) -> None:
+        pass
+
+    def shutdown(self) -> None:
+        pass
+
+
+# -- the wire: length-prefixed pickles over a socket pair between a handler and its own child ---------
+
+_HEADER = struct.Struct("!I")
+
+
+def send_message(sock: socket.socket, message: Any) -> None:
+    payload = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
+    sock.sendall(_HEADER.pack(len(payload)) + payload)
+
+
+def read_message(stream: BinaryIO) -> Any | None:
+    """The next message, or None at end of stream."""
+    header = stream.read(_HEADER.size)
+    if len(header) < _HEADER.size:
+        return None
+    (size,) = _HEADER.unpack(header)
+    payload = stream.read(size)
+    if len(payload) < size:
+        return None
+    return pickle.loads(payload)
+
+
+class TelemetryProcess:
+    """Records the handler's telemetry in a child process (see the module's docstring)."""
+
+    def __init__(
+        self,
+        settings: TelemetrySettings,
+        *,
+        instance_id: str | None = None,
+        reply_timeout_s: float = 10.0,
+        restart_after_s: float = 5.0,
+        window_s: float = 0.1,
+        max_pending: int = 4096,
+    ) -> None:
+        self.settings = settings
+        self.instance_id = instance_id or str(uuid.uuid4())
+        self.starts = 0  # child processes started, the first included
+        self._reply_timeout_s = reply_timeout_s
+        self._restart_after_s = restart_after_s
+        self._lock = threading.Lock()  # one message, or one request and its reply, at a time
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._sock: socket.socket | None = None
+        self._replies: BinaryIO | None = None
+        self._next_start = 0.0
+        self._lost: dict[tuple[str, str], int] = {}
+        self._active: Callable[[], int] = lambda: 0
+        self._queued: Callable[[], int] = lambda: 0
+        self._window_s = window_s
+        self._max_pending = max_pending
+        self._idle: Callable[[], bool] | None = None
+        self._launch_lock = threading.Lock()
+        self._early: list[TelemetryItem] = []
+        self._dropped_early = 0
+        self._deferred: DeferredRecorder[TelemetryItem] | None = None
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc is not None else None
+
+    def start(self, active: Callable[[], int], queued: Callable[[], int], idle: Callable[[], bool]) -> None:
+        self._active, self._queued, self._idle = active, queued, idle
+
+    def launch(self) -> None:
+        """Starts handing items over (and so the child process). Until then they wait here, bounded:
+        the handler calls this once it is ready, so that the child's start-up (an interpreter and the
+        SDK's imports) does not compete with the handler's own."""
+        with self._launch_lock:
+            if self._deferred is not None:
+                return
+            self._deferred = DeferredRecorder(
+                record_batch=self._send_items,
+                idle=self._idle,
+                window_s=self._window_s,
+                max_pending=self._max_pending,
+                on_drop=lambda n: self._lose(n, "requests", "record_queue_full"),
+            )
+            early, self._early = self._early, []
+            for item in early:
+                self._deferred.submit(item)
+        if self._dropped_early:
+            self._lose(self._dropped_early, "requests", "record_queue_full")
+            self._dropped_early = 0
+
+    def submit(self, item: TelemetryItem) -> None:
+        deferred = self._deferred
+        if deferred is None:
+            with self._launch_lock:
+                deferred = self._deferred
+                if deferred is None:
+                    if len(self._early) < self._max_pending:
+                        self._early.append(item)
+                    else:
+                        self._dropped_early += 1
+                    return
+        deferred.submit(item)
+
+    def scrape(self) -> Scrape:
+        self.launch()
+        self._drain()
+        with self._lock:
+            content_type, payload = self._request(("scrape", self._load()))
+        return Scrape(payload, content_type)
+
+    def force_flush(self) -> None:
+        self.launch()
+        self._drain()
+        with self._lock:
+            self._request(("flush", self._load()))
+
+    def shutdown(self) -> None:
+        """Hands over what is pending, lets the child export it and waits for it to end."""
+        self.launch()
+        if self._deferred is not None:
+            self._deferred.close()
+            self._deferred = None
+        with self._lock:
+            if self._sock is not None:
+                with contextlib.suppress(TelemetryUnavailable):
+                    self._request(("close", self._load()))
+            self._disconnect(None)
+
+    # -- internals (the lock is held where a name says so) ---------------------------------------------
+
+    def _drain(self) -> None:
+        if self._deferred is not None:
+            self._deferred.drain()
+
+    def _load(self) -> tuple[int, int]:
+        return self._active(), self._queued()
+
+    def _send_items(self, items: list[TelemetryItem]) -> None:
+        with self._lock:
+            if not self._send_locked(("items", items, self._load())):
+                self._lose_locked(sum(isinstance(item, RequestRecord) for item in items), "requests", "process_down")
+                self._lose_locked(sum(isinstance(item, InitEvent) for item in items), "init", "process_down")
+
+    def _lose(self, n: int, signal: str, reason: str) -> None:
+        with self._lock:
+            self._lose_locked(n, signal, reason)
+
+    def _lose_locked(self, n: int, signal: str, reason: str) -> None:
+        if n and not self._send_locked(("dropped", n, signal, reason)):
+            self._lost[(signal, reason)] = self._lost.get((signal, reason), 0) + n
+
+    def _send_locked(self, message: Any) -> bool:
+        if not self._connect():
+            return False
+        assert self._sock is not None
+        try:
+            send_message(self._sock, message)
+        except OSError as exc:
+            self._disconnect(exc)
+            return False
+        return True
+
+    def _request(self, message: Any) -> Any:
+        if not self._send_locked(message):
+            raise TelemetryUnavailable("the telemetry process is not running (it is restarted shortly)")
+        assert self._replies is not None
+        try:
+            reply = read_message(self._replies)
+        except OSError as exc:
+            self._disconnect(exc)
+            reply = None
+        if reply is None:
+            self._disconnect(EOFError("no reply"))
+            raise TelemetryUnavailable("the telemetry process did not answer (it is restarted shortly)")
+        return reply
+
+    def _connect(self) -> bool:
+        if self._sock is not None:
+            return True
+        now = time.monotonic()
+        if now < self._next_start:
+            return False
+        self._next_start = now + self._restart_after_s
+        ours, theirs = socket.socketpair()
+        try:
+            self._proc = subprocess.Popen(
+                [sys.executable, "-m", "harness.handler.telemetry_worker", str(theirs.fileno())],
+                pass_fds=(theirs.fileno(),),
+                stdin=subprocess.DEVNULL,
+            )
+        except OSError:
+            logger.exception("cannot start the telemetry process")
+            ours.close()
+            return False
+        finally:
+            theirs.close()
+        ours.settimeout(self._reply_timeout_s)
+        self._sock, self._replies = ours, ours.makefile("rb")
+        self.starts += 1
+        lost, self._lost = self._lost, {}
+        try:
+            send_message(ours, ("config", dataclasses.asdict(self.settings), self.instance_id))
+            for (signal, reason), n in lost.items():
+                send_message(ours, ("dropped", n, signal, reason))
+        except OSError as exc:
+            self._lost = lost
+            self._disconnect(exc)
+            return False
+        return True
+
+    def _disconnect(self, why: BaseException | None) -> None:
+        if why is not None:
+            logger.error("the telemetry process was lost (%s); telemetry is counted as dropped until it restarts", why)
+        proc, sock, replies = self._proc, self._sock, self._replies
+        self._proc, self._sock, self._replies = None, None, None
+        if sock is not None:
+            sock.close()  # the child reads end of stream, exports what it holds and exits
+        if replies is not None:
+            replies.close()
+        if proc is not None:
+            try:
+                proc.wait(timeout=self._reply_timeout_s if why is None else 0.5)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+def make_telemetry(settings: TelemetrySettings, in_process: bool) -> TelemetrySink:
+    """The sink a handler records into: none, a thread of its own process, or a child process."""
+    if not settings.enabled:
+        return DisabledTelemetry()
+    if in_process:
+        from harness.handler.recording import InProcessTelemetry
+
+        return InProcessTelemetry(settings)
+    return TelemetryProcess(settings)
