@@ -7,6 +7,7 @@ Needs the reference models (`make setup`). Everything runs on loopback; each pha
 from __future__ import annotations
 
 import argparse
+import contextlib
 import http.client
 import json
 import os
@@ -258,15 +259,26 @@ def cpu_idle_and_total() -> tuple[int, int]:
 
 
 def process_cpu_s(pid: int) -> float:
-    """CPU seconds (user + system) a process has used so far, all its threads together."""
-    with open(f"/proc/{pid}/stat", encoding="ascii") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    """CPU seconds (user + system) a process and the processes it started (the handler's telemetry
+    process) have used so far, all their threads together."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        tasks = os.listdir(f"/proc/{pid}/task")
+    except FileNotFoundError:
+        return 0.0
+    children = []
+    for task in tasks:
+        with contextlib.suppress(FileNotFoundError), open(f"/proc/{pid}/task/{task}/children", encoding="ascii") as f:
+            children += [int(child) for child in f.read().split()]
+    own = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return own + sum(process_cpu_s(child) for child in children)
 
 
 @dataclass
 class Saturation:
-    """Per handler: throughput of each window, machine idle share (%), handler CPU per request (µs)."""
+    """Per handler: throughput of each window, machine idle share (%), CPU per request (µs) of the handler
+    with its telemetry process."""
 
     rates: dict[str, list[float]]
     idle_pct: dict[str, float]
@@ -277,7 +289,8 @@ def interleaved_saturation(
     handlers: dict[str, Handler], bodies: list[bytes], rounds: int, seconds: float
 ) -> Saturation:
     """Saturation throughput of each handler in short windows, in A-B-B-A order round after round, with
-    the machine's idle share and the handler process's own CPU time per request during its windows.
+    the machine's idle share and the CPU time per request of the handler and its telemetry process
+    during its windows.
 
     On this machine the same code's throughput drifts by 10 % or more within minutes (the host's load
     changes), so one long window each would mostly measure the drift; alternating cancels its linear part.
@@ -409,7 +422,7 @@ def main() -> int:
         "per-round ratios " + " ".join(f"{r:.3f}" for r in pairs)
     )
     print(
-        f"  handler CPU per request: on {sat.cpu_us_per_request['on']:.0f} us, off "
+        f"  CPU per request (handler and its telemetry process): on {sat.cpu_us_per_request['on']:.0f} us, off "
         f"{sat.cpu_us_per_request['off']:.0f} us; machine idle: on {sat.idle_pct['on']:.1f} %, "
         f"off {sat.idle_pct['off']:.1f} %; telemetry dropped (whole run, telemetry on): "
         + (", ".join(f"{k} {v:.0f}" for k, v in sorted(dropped.items())) or "none")
