@@ -79,7 +79,7 @@ def test_a_scrape_shows_every_item_submitted_before_it(processes: Callable[..., 
     assert f'service_instance_id="{p.instance_id}"' in line and 'cloud_region="lisbon"' in line
 
 
-def test_items_before_launch_wait_and_are_recorded_after(processes: Callable[..., TelemetryProcess]) -> None:
+def test_items_before_launch_wait_and_are_recorded_after() -> None:
     p = TelemetryProcess(SETTINGS)
     try:
         p.start(active=lambda: 0, queued=lambda: 0, idle=lambda: True)
@@ -187,3 +187,18 @@ def test_the_process_exports_at_normal_priority(
     tasks = list(Path(f"/proc/{p.pid}/task").iterdir())
     assert len(tasks) >= 3  # reader, span export, metric push
     assert {os.sched_getscheduler(int(task.name)) for task in tasks} == {os.SCHED_OTHER}
+
+
+def test_a_full_hand_over_queue_refuses_items_and_counts_them() -> None:
+    p = TelemetryProcess(SETTINGS, max_pending=2, window_s=5.0)
+    try:
+        p.start(active=lambda: 1, queued=lambda: 0, idle=lambda: False)  # busy: batches wait for the window
+        p.launch()
+        for _ in range(5):
+            p.submit(request())
+        text = p.scrape().payload.decode()
+        assert sample_value(text, REQUESTS) == 2
+        (line,) = sample_lines(text, DROPPED)
+        assert 'reason="record_queue_full"' in line and float(line.rsplit(" ", 1)[1]) == 3
+    finally:
+        p.shutdown()

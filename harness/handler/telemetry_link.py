@@ -198,7 +198,10 @@ class TelemetryProcess:
         self._idle: Callable[[], bool] | None = None
         self._launch_lock = threading.Lock()
         self._early: list[TelemetryItem] = []
-        self._dropped_early = 0
+        # Items refused because the hand-over queue was full: counted by the submitting thread (the event
+        # loop, which must never wait for the lock a stuck hand-over may hold), reported by the sender.
+        self._refused = 0
+        self._refused_reported = 0
         self._deferred: DeferredRecorder[TelemetryItem] | None = None
 
     @property
@@ -220,14 +223,11 @@ class TelemetryProcess:
                 idle=self._idle,
                 window_s=self._window_s,
                 max_pending=self._max_pending,
-                on_drop=lambda n: self._lose(n, "requests", "record_queue_full"),
+                on_drop=self._refuse,
             )
             early, self._early = self._early, []
             for item in early:
                 self._deferred.submit(item)
-        if self._dropped_early:
-            self._lose(self._dropped_early, "requests", "record_queue_full")
-            self._dropped_early = 0
 
     def submit(self, item: TelemetryItem) -> None:
         deferred = self._deferred
@@ -238,7 +238,7 @@ class TelemetryProcess:
                     if len(self._early) < self._max_pending:
                         self._early.append(item)
                     else:
-                        self._dropped_early += 1
+                        self._refuse(1)
                     return
         deferred.submit(item)
 
@@ -276,15 +276,21 @@ class TelemetryProcess:
     def _load(self) -> tuple[int, int]:
         return self._active(), self._queued()
 
+    def _refuse(self, n: int) -> None:
+        self._refused += n
+
     def _send_items(self, items: list[TelemetryItem]) -> None:
         with self._lock:
+            self._report_refused_locked()
             if not self._send_locked(("items", items, self._load())):
                 self._lose_locked(sum(isinstance(item, RequestRecord) for item in items), "requests", "process_down")
                 self._lose_locked(sum(isinstance(item, InitEvent) for item in items), "init", "process_down")
 
-    def _lose(self, n: int, signal: str, reason: str) -> None:
-        with self._lock:
-            self._lose_locked(n, signal, reason)
+    def _report_refused_locked(self) -> None:
+        refused = self._refused - self._refused_reported
+        if refused:
+            self._refused_reported += refused
+            self._lose_locked(refused, "requests", "record_queue_full")
 
     def _lose_locked(self, n: int, signal: str, reason: str) -> None:
         if n and not self._send_locked(("dropped", n, signal, reason)):
@@ -302,6 +308,7 @@ class TelemetryProcess:
         return True
 
     def _request(self, message: Any) -> Any:
+        self._report_refused_locked()
         if not self._send_locked(message):
             raise TelemetryUnavailable("the telemetry process is not running (it is restarted shortly)")
         assert self._replies is not None
