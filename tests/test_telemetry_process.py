@@ -3,6 +3,7 @@ its /metrics answers, its OTLP export, and what happens when it dies or cannot s
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import signal
@@ -202,3 +203,23 @@ def test_a_full_hand_over_queue_refuses_items_and_counts_them() -> None:
         assert 'reason="record_queue_full"' in line and float(line.rsplit(" ", 1)[1]) == 3
     finally:
         p.shutdown()
+
+
+def test_a_process_that_stops_answering_is_replaced(processes: Callable[..., TelemetryProcess]) -> None:
+    p = processes(restart_after_s=0.0, reply_timeout_s=0.5)
+    p.submit(request())
+    assert sample_value(p.scrape().payload.decode(), REQUESTS) == 1
+    stuck = p.pid
+    assert stuck is not None
+    os.kill(stuck, signal.SIGSTOP)
+    try:
+        started = time.monotonic()
+        with pytest.raises(TelemetryUnavailable):
+            p.scrape()
+        assert time.monotonic() - started < 5  # the reply timeout, not a hang
+        assert wait_for(lambda: not process_running(stuck))  # killed, not left behind
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(stuck, signal.SIGCONT)
+    assert sample_lines(p.scrape().payload.decode(), REQUESTS) == []  # a new process answers
+    assert p.pid != stuck and p.starts == 2

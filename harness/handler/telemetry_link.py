@@ -314,12 +314,11 @@ class TelemetryProcess:
         assert self._replies is not None
         try:
             reply = read_message(self._replies)
-        except OSError as exc:
+            if reply is None:
+                raise EOFError("it closed the socket without a reply")
+        except (OSError, EOFError) as exc:
             self._disconnect(exc)
-            reply = None
-        if reply is None:
-            self._disconnect(EOFError("no reply"))
-            raise TelemetryUnavailable("the telemetry process did not answer (it is restarted shortly)")
+            raise TelemetryUnavailable("the telemetry process did not answer (it is restarted shortly)") from None
         return reply
 
     def _connect(self) -> bool:
