@@ -29,6 +29,7 @@ from harness.handler.lifecycle import ColdStart, LoadedModel, ModelRuntime
 from harness.handler.openapi import MAX_TOP_K, openapi_document
 from harness.handler.settings import HandlerSettings
 from harness.handler.telemetry_link import (
+    CLASSIFY_ROUTE,
     InitEvent,
     ModelLoaded,
     RequestRecord,
@@ -39,7 +40,6 @@ from harness.handler.telemetry_link import (
 )
 from harness.model.store import ModelError, ModelInfo, ModelStore
 
-CLASSIFY_ROUTE = "/v1/classify"
 DEFAULT_TOP_K = 5
 
 logger = logging.getLogger(__name__)

@@ -17,7 +17,8 @@ logger = logging.getLogger(__name__)
 
 
 class DeferredRecorder(Generic[E]):
-    """Records requests' telemetry on its own thread, in batches, after their responses have gone.
+    """Records requests' telemetry on its own thread, in batches, after their responses have gone (in the
+    serving process: to record it there, or to hand it to the telemetry process).
 
     Recording on the event loop right after each response took the GIL between the workers' stages and
     left cores idle. Handing each request over costs the loop a deque append; the thread wakes when work

@@ -16,6 +16,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from harness.handler.spans import span_in_context
 from harness.handler.telemetry import Telemetry
 from harness.handler.telemetry_link import (
+    CLASSIFY_ROUTE,
     InitEvent,
     ModelLoaded,
     RequestRecord,
@@ -24,7 +25,6 @@ from harness.handler.telemetry_link import (
     TelemetrySettings,
 )
 
-CLASSIFY_ROUTE = "/v1/classify"
 STAGES = ("decode", "preprocess", "inference", "postprocess")
 EXEMPLAR_INTERVAL_NS = 10_000_000
 

@@ -39,6 +39,7 @@ from harness.handler.deferred import DeferredRecorder
 logger = logging.getLogger(__name__)
 
 PROMETHEUS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+CLASSIFY_ROUTE = "/v1/classify"  # the route whose requests a RequestRecord describes
 
 
 @dataclass(frozen=True)
