@@ -885,6 +885,24 @@ def test_batches_go_whole_in_order_and_at_most_max_batch_long() -> None:
         recorder.close()
 
 
+def test_a_recorder_not_started_holds_items_until_begin() -> None:
+    recorded: list[int] = []
+    recorder: DeferredRecorder[int] = DeferredRecorder(recorded.append, window_s=0.0, started=False)
+    try:
+        recorder.submit(1)
+        time.sleep(0.1)
+        assert recorded == [] and recorder.pending == 1  # no thread records it yet
+        recorder.begin()
+        recorder.begin()  # idempotent
+        assert wait_for(lambda: recorded == [1])
+    finally:
+        recorder.close()
+    never: DeferredRecorder[int] = DeferredRecorder(recorded.append, started=False)
+    never.submit(2)
+    never.close()  # records what is pending although its thread never ran
+    assert recorded == [1, 2]
+
+
 def test_a_recorder_takes_one_way_of_recording() -> None:
     with pytest.raises(ValueError):
         DeferredRecorder()

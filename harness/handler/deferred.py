@@ -29,7 +29,8 @@ class DeferredRecorder(Generic[E]):
     answered. Pending items are bounded; beyond `max_pending` they are dropped and counted.
 
     `record_batch`, instead of `record`, takes each drain's items as lists of at most `max_batch`
-    (e.g. to send them to another process in one message).
+    (e.g. to send them to another process in one message). With `started=False` the thread waits for
+    `begin` (items are taken, bounded, meanwhile; `drain` and `close` work as ever).
     """
 
     def __init__(
@@ -44,6 +45,7 @@ class DeferredRecorder(Generic[E]):
         idle: Callable[[], bool] | None = None,
         idle_delay_s: float = 0.002,
         pause_s: float = 0.00005,
+        started: bool = True,
     ) -> None:
         if (record is None) == (record_batch is None):
             raise ValueError("DeferredRecorder takes one of record and record_batch")
@@ -62,7 +64,14 @@ class DeferredRecorder(Generic[E]):
         self._stop = threading.Event()
         self._closed = False
         self._thread = threading.Thread(target=self._run, name="telemetry-recorder", daemon=True)
-        self._thread.start()
+        if started:
+            self.begin()
+
+    def begin(self) -> None:
+        """Starts the recording thread (idempotent)."""
+        with self._lock:
+            if self._thread.ident is None and not self._closed:
+                self._thread.start()
 
     @property
     def pending(self) -> int:
@@ -123,5 +132,8 @@ class DeferredRecorder(Generic[E]):
         self._closed = True
         self._stop.set()
         self._wake.set()
-        self._thread.join(timeout=5)
+        with self._lock:
+            begun = self._thread.ident is not None
+        if begun:
+            self._thread.join(timeout=5)
         self.drain()

@@ -194,16 +194,20 @@ class TelemetryProcess:
         self._lost: dict[tuple[str, str], int] = {}
         self._active: Callable[[], int] = lambda: 0
         self._queued: Callable[[], int] = lambda: 0
-        self._window_s = window_s
-        self._max_pending = max_pending
-        self._idle: Callable[[], bool] | None = None
-        self._launch_lock = threading.Lock()
-        self._early: list[TelemetryItem] = []
+        self._idle: Callable[[], bool] = lambda: True
         # Items refused because the hand-over queue was full: counted by the submitting thread (the event
         # loop, which must never wait for the lock a stuck hand-over may hold), reported by the sender.
         self._refused = 0
         self._refused_reported = 0
-        self._deferred: DeferredRecorder[TelemetryItem] | None = None
+        # Its thread starts with `launch`: until then items wait in its bounded queue.
+        self._deferred: DeferredRecorder[TelemetryItem] = DeferredRecorder(
+            record_batch=self._send_items,
+            idle=lambda: self._idle(),
+            window_s=window_s,
+            max_pending=max_pending,
+            on_drop=self._refuse,
+            started=False,
+        )
 
     @property
     def pid(self) -> int | None:
@@ -213,55 +217,28 @@ class TelemetryProcess:
         self._active, self._queued, self._idle = active, queued, idle
 
     def launch(self) -> None:
-        """Starts handing items over (and so the child process). Until then they wait here, bounded:
-        the handler calls this once it is ready, so that the child's start-up (an interpreter and the
-        SDK's imports) does not compete with the handler's own."""
-        with self._launch_lock:
-            if self._deferred is not None:
-                return
-            self._deferred = DeferredRecorder(
-                record_batch=self._send_items,
-                idle=self._idle,
-                window_s=self._window_s,
-                max_pending=self._max_pending,
-                on_drop=self._refuse,
-            )
-            early, self._early = self._early, []
-            for item in early:
-                self._deferred.submit(item)
+        """Starts handing items over (and so the child process). The handler calls this once it is ready,
+        so that the child's start-up (an interpreter and the SDK's imports) does not compete with its own.
+        A scrape, a flush or shutdown before then hands over what is pending by itself."""
+        self._deferred.begin()
 
     def submit(self, item: TelemetryItem) -> None:
-        deferred = self._deferred
-        if deferred is None:
-            with self._launch_lock:
-                deferred = self._deferred
-                if deferred is None:
-                    if len(self._early) < self._max_pending:
-                        self._early.append(item)
-                    else:
-                        self._refuse(1)
-                    return
-        deferred.submit(item)
+        self._deferred.submit(item)
 
     def scrape(self) -> Scrape:
-        self.launch()
-        self._drain()
+        self._deferred.drain()
         with self._lock:
             content_type, payload = self._request(("scrape", self._load()))
         return Scrape(payload, content_type)
 
     def force_flush(self) -> None:
-        self.launch()
-        self._drain()
+        self._deferred.drain()
         with self._lock:
             self._request(("flush", self._load()))
 
     def shutdown(self) -> None:
         """Hands over what is pending, lets the child export it and waits for it to end."""
-        self.launch()
-        if self._deferred is not None:
-            self._deferred.close()
-            self._deferred = None
+        self._deferred.close()
         with self._lock:
             if self._sock is not None:
                 with contextlib.suppress(TelemetryUnavailable):
@@ -269,10 +246,6 @@ class TelemetryProcess:
             self._disconnect(None)
 
     # -- internals (the lock is held where a name says so) ---------------------------------------------
-
-    def _drain(self) -> None:
-        if self._deferred is not None:
-            self._deferred.drain()
 
     def _load(self) -> tuple[int, int]:
         return self._active(), self._queued()
