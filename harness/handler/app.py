@@ -8,7 +8,6 @@ import json
 import logging
 import time
 from collections.abc import AsyncIterator
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl
@@ -38,6 +37,7 @@ from harness.handler.telemetry_link import (
     TelemetryUnavailable,
     make_telemetry,
 )
+from harness.handler.workers import WorkerPool
 from harness.model.store import ModelError, ModelInfo, ModelStore
 
 DEFAULT_TOP_K = 5
@@ -112,7 +112,7 @@ class Handler:
         self.telemetry = telemetry
         self.init = init
         self.admission = Admission(settings.effective_concurrency, settings.queue)
-        self.executor = ThreadPoolExecutor(max_workers=settings.effective_concurrency, thread_name_prefix="inference")
+        self.executor = WorkerPool(settings.effective_concurrency, "inference")
         self.runtime = ModelRuntime(
             store=store,
             source=settings.model,
@@ -226,10 +226,7 @@ class Handler:
                 raise errors.model_unavailable(str(exc)) from exc
             outcome.model = model.info
             try:
-                loop = asyncio.get_running_loop()
-                predictions = await loop.run_in_executor(
-                    self.executor, self._run, model, body, content_type, top_k, times
-                )
+                predictions = await self.executor.run(self._run, model, body, content_type, top_k, times)
             finally:
                 self.runtime.release()
         finally:
