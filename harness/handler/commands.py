@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import gc
 import os
 import sys
 import time
@@ -26,6 +27,10 @@ def register(subparsers: Any) -> None:
 
 def _serve(args: argparse.Namespace) -> int:
     started = time.perf_counter()
+    # No cyclic garbage collection until ready (server.py turns it back on): the imports alone would run
+    # dozens of collections, scanning every module object again and again, to find a few hundred
+    # unreachable objects, which the freeze at ready would keep anyway.
+    gc.disable()
     # The handler does no BLAS work (ONNX Runtime has its own threads); OpenBLAS's thread pool would only
     # add ~60 ms to every process cold start.
     os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")

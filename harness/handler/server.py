@@ -81,8 +81,10 @@ def serve(settings: HandlerSettings, started_at: float, imports_done_at: float) 
         init.phases_ms["server"] = max(init.total_ms - accounted, 0.0)
         handler.record_process_init()
         # Everything allocated during start-up lives as long as the process: keeping it out of the cyclic
-        # collector's generations spares requests the long full collections that would scan it.
+        # collector's generations spares requests the long full collections that would scan it. The
+        # collector was off during start-up (commands.py); from here on it runs as usual.
         gc.freeze()
+        gc.enable()
         for sock in server.servers[0].sockets if server.servers else []:
             host, port = sock.getsockname()[:2]
             print(
