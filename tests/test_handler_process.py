@@ -20,7 +20,9 @@ def test_serve_reports_process_init_phases_and_classifies(serve_process, int8_mo
     init = ready["process_init_ms"]
     assert set(init) == {"imports", "fetch", "session", "warmup", "server", "total"}
     assert all(v >= 0 for v in init.values())
-    assert init["total"] >= init["imports"] + init["session"]
+    # An eager load runs beside the imports, so those two may overlap; the server phase follows both.
+    assert init["total"] >= init["imports"] + init["server"]
+    assert init["total"] >= init["fetch"] + init["session"] + init["warmup"] + init["server"]
     response = httpx.post(f"{proc.url}/v1/classify", content=jpeg(), headers={"content-type": "image/jpeg"})
     assert response.status_code == 200
     assert response.json()["region"] == "sanfrancisco"

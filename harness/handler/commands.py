@@ -41,14 +41,21 @@ def _serve(args: argparse.Namespace) -> int:
     except SettingsError as exc:
         print(f"edgeharness serve: {exc}", file=sys.stderr)
         return 2
-    # The heavy imports (ONNX Runtime, numpy, OpenTelemetry, Starlette) are the first init phase.
+    # The heavy imports (numpy, Pillow, ONNX Runtime, Starlette, uvicorn) are the first init phase. An
+    # eager model load begins as soon as ONNX Runtime is in, and runs beside the rest of them.
+    from harness.handler.lifecycle import start_loading
+    from harness.model.store import ModelError, ModelStore
+
+    store = ModelStore(settings.cache_dir)
+    loading = None
+    if settings.load == "eager":
+        loading = start_loading(store, settings.model, settings.model_sha256 or None, settings.threads)
     import harness.handler.app  # noqa: F401
     from harness.handler.server import serve
-    from harness.model.store import ModelError
 
     imports_done = time.perf_counter()
     try:
-        return serve(settings, started, imports_done)
+        return serve(settings, started, imports_done, store=store, loading=loading)
     except ModelError as exc:
         print(f"edgeharness serve: {exc}", file=sys.stderr)
         return 2

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import Executor
+from concurrent.futures import Executor, Future
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,6 +23,7 @@ class ColdStart:
     reason: str  # "startup", "first_request" or "scaled_to_zero"
     phases_ms: dict[str, float]
     total_ms: float
+    ended_at: float = 0.0  # perf_counter when the load finished
 
 
 @dataclass
@@ -33,6 +35,52 @@ class LoadedModel:
     session: Any
     spec: InputSpec
     loaded_at: float = field(default_factory=time.monotonic)
+
+
+def load_model(
+    store: ModelStore, source: str, expected_sha256: str | None, threads: int, reason: str
+) -> tuple[LoadedModel, ColdStart]:
+    """Fetch, create the session and run one warm-up inference, timing each phase."""
+    phases: dict[str, float] = {}
+    start = time.perf_counter()
+    local = store.fetch(source, expected_sha256)
+    t1 = time.perf_counter()
+    phases["fetch"] = (t1 - start) * 1000
+    session = create_session(local, intra_op_threads=threads)
+    info = describe(session, local)
+    spec = InputSpec.from_info(info)
+    t2 = time.perf_counter()
+    phases["session"] = (t2 - t1) * 1000
+    # The warm-up goes through preprocessing too, so the first real request finds every path warm.
+    warm_input = preprocess(Image.new("RGB", (spec.width + 32, spec.height + 24), (124, 116, 104)), spec)
+    infer(session, info.input_name, warm_input)
+    t3 = time.perf_counter()
+    phases["warmup"] = (t3 - t2) * 1000
+    cold = ColdStart(reason=reason, phases_ms=phases, total_ms=(t3 - start) * 1000, ended_at=t3)
+    return LoadedModel(local=local, info=info, session=session, spec=spec), cold
+
+
+def start_loading(
+    store: ModelStore, source: str, expected_sha256: str | None, threads: int
+) -> Future[tuple[LoadedModel, ColdStart]]:
+    """The start-up load (`load_model`), begun in a thread of its own; pass the future to `load_at_startup`.
+
+    A process's start overlaps the model's load with the import of the server's modules: ONNX Runtime
+    reads the model and builds the session with the GIL released, while the main thread imports. ONNX
+    Runtime itself is imported here first, on the caller's thread, so that the two threads never import
+    at the same time."""
+    import onnxruntime  # noqa: F401
+
+    loading: Future[tuple[LoadedModel, ColdStart]] = Future()
+
+    def load() -> None:
+        try:
+            loading.set_result(load_model(store, source, expected_sha256, threads, "startup"))
+        except BaseException as exc:  # ModelError above all: the caller reports it as before
+            loading.set_exception(exc)
+
+    threading.Thread(target=load, name="model-load", daemon=True).start()
+    return loading
 
 
 class ModelRuntime:
@@ -71,23 +119,7 @@ class ModelRuntime:
 
     def load_blocking(self, reason: str) -> tuple[LoadedModel, ColdStart]:
         """Fetch, create the session and run one warm-up inference; called off the event loop."""
-        phases: dict[str, float] = {}
-        start = time.perf_counter()
-        local = self._store.fetch(self._source, self._sha256)
-        t1 = time.perf_counter()
-        phases["fetch"] = (t1 - start) * 1000
-        session = create_session(local, intra_op_threads=self._threads)
-        info = describe(session, local)
-        spec = InputSpec.from_info(info)
-        t2 = time.perf_counter()
-        phases["session"] = (t2 - t1) * 1000
-        # The warm-up goes through preprocessing too, so the first real request finds every path warm.
-        warm_input = preprocess(Image.new("RGB", (spec.width + 32, spec.height + 24), (124, 116, 104)), spec)
-        infer(session, info.input_name, warm_input)
-        t3 = time.perf_counter()
-        phases["warmup"] = (t3 - t2) * 1000
-        cold = ColdStart(reason=reason, phases_ms=phases, total_ms=(t3 - start) * 1000)
-        return LoadedModel(local=local, info=info, session=session, spec=spec), cold
+        return load_model(self._store, self._source, self._sha256, self._threads, reason)
 
     async def acquire(self, executor: Executor | None = None) -> tuple[LoadedModel, ColdStart | None]:
         """The loaded model for one request, loading it first if needed; pair with `release`."""
@@ -109,8 +141,9 @@ class ModelRuntime:
         self._in_use -= 1
         self._last_used = self._clock()
 
-    def load_at_startup(self) -> ColdStart:
-        model, cold = self.load_blocking("startup")
+    def load_at_startup(self, loading: Future[tuple[LoadedModel, ColdStart]] | None = None) -> ColdStart:
+        """Loads the model now, or installs the one `loading` (from `start_loading`) brings, once it has."""
+        model, cold = loading.result() if loading is not None else self.load_blocking("startup")
         self._install(model, cold)
         return cold
 

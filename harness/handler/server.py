@@ -9,10 +9,17 @@ import signal
 import sys
 import time
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 import uvicorn
 
 from harness.handler.settings import HandlerSettings
+
+if TYPE_CHECKING:
+    from concurrent.futures import Future
+
+    from harness.handler.lifecycle import ColdStart, LoadedModel
+    from harness.model.store import ModelStore
 
 SWITCH_INTERVAL_S = 0.001
 
@@ -56,8 +63,15 @@ class _Server(uvicorn.Server):
             self._on_listening(self)
 
 
-def serve(settings: HandlerSettings, started_at: float, imports_done_at: float) -> int:
-    """Build the app, load the model (if eager), listen; returns when SIGTERM/SIGINT drained it."""
+def serve(
+    settings: HandlerSettings,
+    started_at: float,
+    imports_done_at: float,
+    store: ModelStore | None = None,
+    loading: Future[tuple[LoadedModel, ColdStart]] | None = None,
+) -> int:
+    """Build the app, load the model (if eager; `loading` when its load has begun already), listen;
+    returns when SIGTERM/SIGINT drained it."""
     from harness.handler.app import InitRecord, create_app
 
     age = process_age_s()
@@ -65,20 +79,24 @@ def serve(settings: HandlerSettings, started_at: float, imports_done_at: float) 
     created_at = time.perf_counter() - age if age is not None else started_at
     init = InitRecord()
     init.phases_ms["imports"] = (imports_done_at - created_at) * 1000
-    app = create_app(settings, init=init)
+    app = create_app(settings, init=init, store=store)
     handler = app.state.handler
     if settings.load == "eager":
         # Loaded before listening, so a missing or broken model is a clear error, not a served 503.
-        handler.runtime.load_at_startup()
+        handler.runtime.load_at_startup(loading)
 
     def on_listening(server: uvicorn.Server) -> None:
         now = time.perf_counter()
         cold = handler.runtime.last_cold_start
+        loaded_at = imports_done_at
         if cold is not None and cold.reason == "startup":
+            # Measured in the loading thread: these phases overlap the imports when the load ran beside them.
             init.phases_ms.update(cold.phases_ms)
-        accounted = sum(init.phases_ms.values())
+            loaded_at = max(loaded_at, cold.ended_at)
         init.total_ms = (now - created_at) * 1000
-        init.phases_ms["server"] = max(init.total_ms - accounted, 0.0)
+        # From imports and model load both done to listening: what of building the app did not overlap
+        # the load, binding the socket, the lifespan's start-up.
+        init.phases_ms["server"] = (now - loaded_at) * 1000
         handler.record_process_init()
         # Everything allocated during start-up lives as long as the process: keeping it out of the cyclic
         # collector's generations spares requests the long full collections that would scan it. The
