@@ -442,7 +442,8 @@ def coldstart_row() -> list[cogbuilder.Builder[Any]]:
         bars(
             "Where init time goes: mean duration by phase",
             "Which initialization phase (imports, model fetch, session creation, warm-up, server start) "
-            "dominates cold starts?",
+            "dominates cold starts? A process's eager model load runs beside its imports, so those phases "
+            "overlap rather than add up.",
             "s",
         )
         .with_target(
