@@ -377,8 +377,10 @@ def main() -> int:
 
     # Steady 20 req/s in alternating blocks, telemetry on and off, with the raw stages run half-way
     # between the requests. This machine's speed drifts by 10-25 % within minutes (its host's load), so
-    # each comparison is made between measurements taken at the same moments, not minutes apart.
-    blocks = 6
+    # each comparison is made between measurements taken at the same moments, not minutes apart. Its
+    # fast and slow spells last seconds to minutes: blocks of 2.5 s (1.7 s with --quick) let both sides
+    # see the same mix of them.
+    blocks = 6 if args.quick else 12
     raw = RawPipeline(args.threads)
     latency: dict[str, list[float]] = {"on": [], "off": []}
     timings: dict[str, list[dict[str, float]]] = {"on": [], "off": []}
@@ -456,8 +458,8 @@ def main() -> int:
         f"{statistics.median(b2b_run):.2f} ms"
     )
     print(
-        f"client p50 / (raw decode p50 + raw run p50, both blocks: {raw_sum:.2f} ms) = {ratios['on']:.2f} "
-        f"(target <= 1.3; telemetry off {ratios['off']:.2f}); client p50 {p50_on:.2f} ms (target < 10)"
+        f"client p50 / (raw decode p50 + raw run p50, both blocks: {raw_sum:.3f} ms) = {ratios['on']:.3f} "
+        f"(target <= 1.3; telemetry off {ratios['off']:.3f}); client p50 {p50_on:.2f} ms (target < 10)"
     )
     print(
         f"telemetry on/off: saturation ratio {sat_ratio:.3f} (target >= 0.95; rounds "
