@@ -72,8 +72,8 @@ class WorkerPool(concurrent.futures.Executor):
         def call() -> T:
             return fn(*args, **kwargs)
 
-        if future.set_running_or_notify_cancel():
-            self._put(call, (), done)
+        future.set_running_or_notify_cancel()  # a queued job is not withdrawn, as with `run`
+        self._put(call, (), done)
         return future
 
     def _put(self, fn: Callable[..., Any], args: tuple[Any, ...], done: Callable[..., None]) -> None:
