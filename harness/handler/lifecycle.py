@@ -23,7 +23,7 @@ class ColdStart:
     reason: str  # "startup", "first_request" or "scaled_to_zero"
     phases_ms: dict[str, float]
     total_ms: float
-    ended_at: float = 0.0  # perf_counter when the load finished
+    ended_at: float  # perf_counter when the load finished
 
 
 @dataclass

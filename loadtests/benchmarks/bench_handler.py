@@ -387,8 +387,8 @@ def main() -> int:
     raw_times: dict[str, list[tuple[float, float]]] = {"on": [], "off": []}
     lateness: list[float] = []
     block_s = seconds / blocks
-    # Per block: client p50 and raw decode p50 + run p50. Each of this VM's CPUs drifts in speed on its own,
-    # so a side whose blocks met a slow spell shows it here, in the raw stages as much as in the handler.
+    # Per block: client p50 and raw decode p50 + run p50. A side whose blocks met more of the machine's
+    # slow spells shows it here, in the raw stages as much as in the handler.
     per_block: dict[str, list[str]] = {"on": [], "off": []}
     for n in range(blocks):
         for part in ("on", "off") if n % 2 == 0 else ("off", "on"):
