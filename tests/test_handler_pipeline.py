@@ -123,6 +123,17 @@ def test_preprocess_normalises_every_pixel(layout: str, dtype: str) -> None:
     np.testing.assert_allclose(got.astype(np.float64), expected, atol=1e-5 if dtype == "float32" else 4e-3)
 
 
+@pytest.mark.parametrize("layout", ["NCHW", "NHWC"])
+def test_preprocess_gives_uint8_inputs_the_pixels_unchanged(layout: str) -> None:
+    # A uint8 input wants pixels (the model normalises in its graph, as the reference models do).
+    rng = np.random.default_rng(8)
+    pixels = rng.integers(0, 256, (224, 224, 3), dtype=np.uint8)
+    tensor = pipeline.preprocess(Image.fromarray(pixels), spec(layout, dtype="uint8"))
+    assert tensor.dtype == np.uint8 and tensor.flags.c_contiguous
+    assert tensor.shape == ((1, 3, 224, 224) if layout == "NCHW" else (1, 224, 224, 3))
+    np.testing.assert_array_equal(tensor[0].transpose(1, 2, 0) if layout == "NCHW" else tensor[0], pixels)
+
+
 def test_preprocess_centre_crops_to_the_model_aspect() -> None:
     # Left third red, middle green, right third blue: a centre crop of a 3:1 image keeps only green.
     image = Image.new("RGB", (600, 200))

@@ -67,8 +67,9 @@ def test_architecture_is_mobilenetv2():
     clips = [n for n in model.graph.node if n.op_type == "Clip"]
     assert clips and all(n.input[1:] == ["relu6.min", "relu6.max"] for n in clips)
     inputs = model.graph.input[0].type.tensor_type
-    assert [d.dim_value or d.dim_param for d in inputs.shape.dim] == ["batch", 3, 224, 224]
-    assert inputs.elem_type == onnx.TensorProto.FLOAT
+    assert [d.dim_value or d.dim_param for d in inputs.shape.dim] == ["batch", 224, 224, 3]
+    assert inputs.elem_type == onnx.TensorProto.UINT8
+    assert ops[:2] == ["Transpose", "Cast"]  # uint8 NHWC pixels to float NCHW, before the stem
 
 
 def test_files_and_manifests(built):
@@ -80,8 +81,8 @@ def test_files_and_manifests(built):
         assert m.file == f"{m.name}.onnx"
         assert m.sha256 == sha256_file(out / m.file)
         assert m.size_bytes == (out / m.file).stat().st_size
-        assert (m.input_name, m.input_layout, m.input_dtype, m.output_name) == ("input", "NCHW", "float32", "logits")
-        assert m.input_shape == ("batch", 3, 224, 224)
+        assert (m.input_name, m.input_layout, m.input_dtype, m.output_name) == ("input", "NHWC", "uint8", "logits")
+        assert m.input_shape == ("batch", 224, 224, 3)
         assert m.num_classes == len(m.labels) == 1000
         assert m.parameters == 3_487_816
     fp32, int8 = manifests
@@ -95,7 +96,7 @@ def test_metadata_describes_the_model(built):
         meta = {p.key: p.value for p in onnx.load(str(out / f"{name}.onnx")).metadata_props}
         assert meta["edgeharness.name"] == name
         assert meta["edgeharness.version"] == builder.MODEL_VERSION
-        assert meta["edgeharness.layout"] == "NCHW"
+        assert meta["edgeharness.layout"] == "NHWC"
         labels = json.loads(meta["edgeharness.labels"])
         assert len(labels) == 1000 and labels[42] == "class-0042" and len(set(labels)) == 1000
         assert json.loads(meta["edgeharness.mean"]) == [0.485, 0.456, 0.406]
@@ -149,6 +150,44 @@ def test_int8_is_statically_quantized_and_close_to_fp32(built, test_batch):
     int8 = _session(out / "mobilenetv2-int8.onnx").run(None, {"input": test_batch})[0]
     for a, b in zip(fp32, int8, strict=True):
         assert np.corrcoef(a, b)[0, 1] > 0.9
+    # The uint8 pixels feed the first quantized op unchanged: the pinned Cast and QuantizeLinear are gone.
+    readers = [n for n in model.graph.node if "input" in n.input]
+    assert [n.op_type for n in readers] == ["Transpose"]
+    first = [n for n in model.graph.node if readers[0].output[0] in n.input]
+    assert first and all(n.op_type == "DequantizeLinear" for n in first)
+    assert "Cast" not in ops and all(n.input[0] != builder.PIXELS_NAME for n in model.graph.node)
+
+
+def test_folded_normalisation_matches_normalising_first():
+    # One 3x3 conv drawn for normalised input; folded, it must give the same output on raw pixels
+    # everywhere but the one-pixel border, where zero padding now stands for black.
+    rng = np.random.default_rng(3)
+    g = builder._Graph(rng=rng)
+    g.conv("c", "x", 3, 4, kernel=3, stride=1, relu6=False)
+    unfolded = [onnx.TensorProto() for _ in g.initializers]
+    for copy, original in zip(unfolded, g.initializers, strict=True):
+        copy.CopyFrom(original)
+    builder._fold_normalisation(g, "c", builder.IMAGENET_MEAN, builder.IMAGENET_STD)
+
+    def run(initializers: list[onnx.TensorProto], x: np.ndarray) -> np.ndarray:
+        graph = helper.make_graph(
+            g.nodes,
+            "one-conv",
+            [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1, 3, 16, 16])],
+            [helper.make_tensor_value_info("c.out", onnx.TensorProto.FLOAT, None)],
+            initializer=initializers,
+        )
+        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", builder.OPSET)])
+        model.ir_version = builder.IR_VERSION
+        return ort.InferenceSession(model.SerializeToString()).run(None, {"x": x})[0]
+
+    pixels = rng.integers(0, 256, (1, 3, 16, 16)).astype(np.float32)
+    mean = np.asarray(builder.IMAGENET_MEAN, np.float32)[None, :, None, None]
+    std = np.asarray(builder.IMAGENET_STD, np.float32)[None, :, None, None]
+    expected = run(unfolded, (pixels / 255 - mean) / std)
+    got = run(g.initializers, pixels)
+    np.testing.assert_allclose(got[..., 1:-1, 1:-1], expected[..., 1:-1, 1:-1], rtol=1e-4, atol=1e-4)
+    assert not np.allclose(got, expected, atol=1e-4)  # only the border differs: padding now means black
 
 
 def test_cli_build(built, tmp_path, capsys):

@@ -261,12 +261,12 @@ def test_describe_reference_model(tmp_path):
         info = describe(session, model)
         assert info.name == f"mobilenetv2-{precision}"
         assert info.version == builder.MODEL_VERSION
-        assert (info.input_name, info.layout, info.height, info.width, info.channels) == ("input", "NCHW", 224, 224, 3)
-        assert info.input_dtype == "float32"
+        assert (info.input_name, info.layout, info.height, info.width, info.channels) == ("input", "NHWC", 224, 224, 3)
+        assert info.input_dtype == "uint8"
         assert info.num_classes == len(info.labels) == 1000 and info.labels[7] == "class-0007"
         assert info.mean == (0.485, 0.456, 0.406) and info.std == (0.229, 0.224, 0.225)
         assert info.sha256 == model.sha256
-        x = np.zeros((1, 3, info.height, info.width), dtype=info.input_dtype)
+        x = np.zeros((1, info.height, info.width, 3), dtype=info.input_dtype)
         assert session.run(None, {info.input_name: x})[0].shape == (1, 1000)
 
 

@@ -107,7 +107,10 @@ def _reason(exc: BaseException) -> str:
 
 
 def preprocess(image: Image.Image, spec: InputSpec) -> np.ndarray:
-    """Centre-crop to the model's aspect, resize in the same step, normalise, lay out as the model wants."""
+    """Centre-crop to the model's aspect, resize in the same step, normalise, lay out as the model wants.
+
+    Float inputs are normalised as (x / 255 - mean) / std; uint8 inputs get the pixels unchanged.
+    """
     width, height = image.size
     target_ratio = spec.width / spec.height
     if width / height > target_ratio:
@@ -126,6 +129,10 @@ def preprocess(image: Image.Image, spec: InputSpec) -> np.ndarray:
     if pixels.ndim == 2:
         pixels = pixels[:, :, None]
     nchw = spec.layout == "NCHW"
+    if spec.dtype == np.uint8:
+        # A uint8 input takes the pixels as they are (the model normalises, if at all, in its graph):
+        # for NHWC that is the decoder's own array, with no pass over it at all.
+        return np.ascontiguousarray(pixels.transpose(2, 0, 1))[None] if nchw else pixels[None]
     shape = (1, spec.channels, spec.height, spec.width) if nchw else (1, spec.height, spec.width, spec.channels)
     out = np.empty(shape, dtype=spec.dtype)
     target = out[0]

@@ -22,8 +22,12 @@ from harness.model.manifest import ModelManifest, manifest_path, read_manifest, 
 OPSET = 13
 # IR 8 (with opset 13) loads in every ONNX Runtime this project supports and in most other runtimes.
 IR_VERSION = 8
-MODEL_VERSION = "1.0.0"
+# 2.0.0: uint8 NHWC pixels in, normalisation folded into the stem (1.x took normalised float NCHW).
+MODEL_VERSION = "2.0.0"
 INPUT_NAME = "input"
+# The pixels as float (the graph's Cast): the one tensor whose int8 quantization is pinned to the
+# identity (scale 1, zero point 0), so that the int8 model can drop Cast and Quantize altogether.
+PIXELS_NAME = "input.float"
 OUTPUT_NAME = "logits"
 IMAGE_SIZE = 224
 NUM_CLASSES = 1000
@@ -49,7 +53,10 @@ META_MEAN = "edgeharness.mean"
 META_STD = "edgeharness.std"
 META_LAYOUT = "edgeharness.layout"
 META_PREPROCESS = "edgeharness.preprocess"
-PREPROCESS = "RGB, resize to HxW, scale to [0, 1], subtract mean, divide by std"
+# The models take what a decoder gives: uint8 RGB pixels, NHWC. The usual normalisation,
+# (x / 255 - mean) / std, is folded into the stem convolution's weights and bias (as deployment
+# converters do), so a client or handler has no arithmetic pass to make before inference.
+PREPROCESS = "RGB, resize to HxW, uint8 pixels as they are (normalisation by mean and std is in the graph)"
 FP32_NAME = "mobilenetv2-fp32"
 INT8_NAME = "mobilenetv2-int8"
 DEFAULT_SEED = 0
@@ -123,15 +130,20 @@ class _Graph:
 
 
 def build_mobilenetv2(seed: int = 0, num_classes: int = NUM_CLASSES) -> tuple[onnx.ModelProto, int]:
-    """MobileNetV2 (width 1.0, 224x224 NCHW float32 input) with seeded weights; returns (model, parameters).
+    """MobileNetV2 (width 1.0) on 224x224 uint8 RGB pixels (NHWC), seeded weights; returns (model, parameters).
 
-    Deterministic: the same seed gives the same serialized bytes.
+    The graph starts with a Transpose to NCHW and a Cast to float; the stem convolution has the ImageNet
+    normalisation folded in. Deterministic: the same seed gives the same serialized bytes.
     """
     g = _Graph(rng=np.random.default_rng(seed))
     g.constant("relu6.min", np.array(0.0, dtype=np.float32), trainable=False)
     g.constant("relu6.max", np.array(6.0, dtype=np.float32), trainable=False)
 
-    x = g.conv("stem", INPUT_NAME, 3, STEM_CHANNELS, kernel=3, stride=2)
+    # Transposing the uint8 pixels moves a quarter of the bytes a float transpose would.
+    g.nodes.append(helper.make_node("Transpose", [INPUT_NAME], ["input.nchw"], name="to_nchw", perm=[0, 3, 1, 2]))
+    g.nodes.append(helper.make_node("Cast", ["input.nchw"], [PIXELS_NAME], name="to_float", to=TensorProto.FLOAT))
+    x = g.conv("stem", PIXELS_NAME, 3, STEM_CHANNELS, kernel=3, stride=2)
+    _fold_normalisation(g, "stem", IMAGENET_MEAN, IMAGENET_STD)
     in_ch = STEM_CHANNELS
     block = 0
     for expansion, out_ch, repeats, first_stride in INVERTED_RESIDUAL_SETTINGS:
@@ -174,7 +186,7 @@ def build_mobilenetv2(seed: int = 0, num_classes: int = NUM_CLASSES) -> tuple[on
     graph = helper.make_graph(
         g.nodes,
         "mobilenetv2",
-        [helper.make_tensor_value_info(INPUT_NAME, TensorProto.FLOAT, ["batch", 3, IMAGE_SIZE, IMAGE_SIZE])],
+        [helper.make_tensor_value_info(INPUT_NAME, TensorProto.UINT8, ["batch", IMAGE_SIZE, IMAGE_SIZE, 3])],
         [helper.make_tensor_value_info(OUTPUT_NAME, TensorProto.FLOAT, ["batch", num_classes])],
         initializer=g.initializers,
     )
@@ -189,6 +201,23 @@ def build_mobilenetv2(seed: int = 0, num_classes: int = NUM_CLASSES) -> tuple[on
     return model, g.parameters
 
 
+def _fold_normalisation(g: _Graph, conv: str, mean: Sequence[float], std: Sequence[float]) -> None:
+    """Make conv `conv`, drawn for normalised input, take pixel values 0..255 instead.
+
+    conv((x / 255 - mean) / std) == conv'(x) with W' = W / (255 std) per input channel and
+    b' = b - sum(W * mean / std). (Only the zero padding differs: it now stands for black, not grey.)
+    """
+    tensors = {t.name: t for t in g.initializers}
+    weight = numpy_helper.to_array(tensors[f"{conv}.weight"]).astype(np.float64)
+    bias = numpy_helper.to_array(tensors[f"{conv}.bias"]).astype(np.float64)
+    m = np.asarray(mean, np.float64)[None, :, None, None]
+    s = np.asarray(std, np.float64)[None, :, None, None]
+    folded_weight = (weight / (255.0 * s)).astype(np.float32)
+    folded_bias = (bias - (weight * m / s).sum(axis=(1, 2, 3))).astype(np.float32)
+    tensors[f"{conv}.weight"].CopyFrom(numpy_helper.from_array(folded_weight, f"{conv}.weight"))
+    tensors[f"{conv}.bias"].CopyFrom(numpy_helper.from_array(folded_bias, f"{conv}.bias"))
+
+
 def set_metadata(
     model: onnx.ModelProto,
     name: str,
@@ -196,7 +225,7 @@ def set_metadata(
     version: str = MODEL_VERSION,
     mean: Sequence[float] = IMAGENET_MEAN,
     std: Sequence[float] = IMAGENET_STD,
-    layout: str = "NCHW",
+    layout: str = "NHWC",
 ) -> None:
     """Embed the self-description, so a model fetched from a URL is one file with everything needed."""
     entries = {
@@ -307,9 +336,9 @@ def build_reference_models(out_dir: pathlib.Path, seed: int = DEFAULT_SEED, forc
             sha256=sha256_file(path),
             size_bytes=path.stat().st_size,
             input_name=INPUT_NAME,
-            input_shape=("batch", 3, IMAGE_SIZE, IMAGE_SIZE),
-            input_layout="NCHW",
-            input_dtype="float32",
+            input_shape=("batch", IMAGE_SIZE, IMAGE_SIZE, 3),
+            input_layout="NHWC",
+            input_dtype="uint8",
             mean=IMAGENET_MEAN,
             std=IMAGENET_STD,
             output_name=OUTPUT_NAME,
