@@ -124,14 +124,17 @@ def test_preprocess_normalises_every_pixel(layout: str, dtype: str) -> None:
 
 
 @pytest.mark.parametrize("layout", ["NCHW", "NHWC"])
-def test_preprocess_gives_uint8_inputs_the_pixels_unchanged(layout: str) -> None:
-    # A uint8 input wants pixels (the model normalises in its graph, as the reference models do).
+@pytest.mark.parametrize(("dtype", "shift"), [("uint8", 0), ("int8", -128)])
+def test_preprocess_gives_integer_inputs_the_pixels(layout: str, dtype: str, shift: int) -> None:
+    # A uint8 input wants pixels (the model normalises in its graph, as the reference models do);
+    # an int8 input wants them minus 128.
     rng = np.random.default_rng(8)
     pixels = rng.integers(0, 256, (224, 224, 3), dtype=np.uint8)
-    tensor = pipeline.preprocess(Image.fromarray(pixels), spec(layout, dtype="uint8"))
-    assert tensor.dtype == np.uint8 and tensor.flags.c_contiguous
+    tensor = pipeline.preprocess(Image.fromarray(pixels), spec(layout, dtype=dtype))
+    assert tensor.dtype == np.dtype(dtype) and tensor.flags.c_contiguous
     assert tensor.shape == ((1, 3, 224, 224) if layout == "NCHW" else (1, 224, 224, 3))
-    np.testing.assert_array_equal(tensor[0].transpose(1, 2, 0) if layout == "NCHW" else tensor[0], pixels)
+    got = tensor[0].transpose(1, 2, 0) if layout == "NCHW" else tensor[0]
+    np.testing.assert_array_equal(got.astype(np.int16), pixels.astype(np.int16) + shift)
 
 
 def test_preprocess_centre_crops_to_the_model_aspect() -> None:

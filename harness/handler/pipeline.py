@@ -109,7 +109,8 @@ def _reason(exc: BaseException) -> str:
 def preprocess(image: Image.Image, spec: InputSpec) -> np.ndarray:
     """Centre-crop to the model's aspect, resize in the same step, normalise, lay out as the model wants.
 
-    Float inputs are normalised as (x / 255 - mean) / std; uint8 inputs get the pixels unchanged.
+    Float inputs are normalised as (x / 255 - mean) / std; uint8 inputs get the pixels unchanged, int8
+    inputs the pixels minus 128.
     """
     width, height = image.size
     target_ratio = spec.width / spec.height
@@ -129,9 +130,12 @@ def preprocess(image: Image.Image, spec: InputSpec) -> np.ndarray:
     if pixels.ndim == 2:
         pixels = pixels[:, :, None]
     nchw = spec.layout == "NCHW"
-    if spec.dtype == np.uint8:
-        # A uint8 input takes the pixels as they are (the model normalises, if at all, in its graph):
-        # for NHWC that is the decoder's own array, with no pass over it at all.
+    if spec.dtype in (np.uint8, np.int8):
+        # An integer input takes the pixels as they are (the model normalises, if at all, in its graph):
+        # for uint8 NHWC that is the decoder's own array, with no pass over it at all. int8 inputs take
+        # them shifted by -128, the convention of full-integer quantized image models.
+        if spec.dtype == np.int8:
+            pixels = (pixels ^ np.uint8(0x80)).view(np.int8)
         return np.ascontiguousarray(pixels.transpose(2, 0, 1))[None] if nchw else pixels[None]
     shape = (1, spec.channels, spec.height, spec.width) if nchw else (1, spec.height, spec.width, spec.channels)
     out = np.empty(shape, dtype=spec.dtype)
