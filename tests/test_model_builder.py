@@ -158,6 +158,19 @@ def test_int8_is_statically_quantized_and_close_to_fp32(built, test_batch):
     assert "Cast" not in ops and all(n.input[0] != builder.PIXELS_NAME for n in model.graph.node)
 
 
+def test_removing_the_pixel_quantization_changes_no_logit(built, test_batch, tmp_path, monkeypatch):
+    from harness.model import quantize
+
+    out, _ = built
+    monkeypatch.setattr(quantize, "_feed_pixels_directly", lambda model: None)
+    untouched = tmp_path / "qdq.onnx"
+    quantize.quantize_int8(out / "mobilenetv2-fp32.onnx", untouched, quantize.calibration_batch())
+    assert "Cast" in [n.op_type for n in onnx.load(str(untouched)).graph.node]  # Cast -> Q still there
+    before = _session(untouched).run(None, {"input": test_batch})[0]
+    after = _session(out / "mobilenetv2-int8.onnx").run(None, {"input": test_batch})[0]
+    np.testing.assert_array_equal(after, before)
+
+
 def test_folded_normalisation_matches_normalising_first():
     # One 3x3 conv drawn for normalised input; folded, it must give the same output on raw pixels
     # everywhere but the one-pixel border, where zero padding now stands for black.

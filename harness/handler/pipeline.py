@@ -131,9 +131,10 @@ def preprocess(image: Image.Image, spec: InputSpec) -> np.ndarray:
         pixels = pixels[:, :, None]
     nchw = spec.layout == "NCHW"
     if spec.dtype in (np.uint8, np.int8):
-        # An integer input takes the pixels as they are (the model normalises, if at all, in its graph):
-        # for uint8 NHWC that is the decoder's own array, with no pass over it at all. int8 inputs take
-        # them shifted by -128, the convention of full-integer quantized image models.
+        # An integer input takes the pixels as they are (the model normalises, if at all, in its graph;
+        # mean and std in its metadata are not applied): for uint8 NHWC that is the resized image's
+        # array, with no arithmetic pass. int8 inputs take them shifted by -128, the convention of
+        # full-integer quantized image models.
         if spec.dtype == np.int8:
             pixels = (pixels ^ np.uint8(0x80)).view(np.int8)
         return np.ascontiguousarray(pixels.transpose(2, 0, 1))[None] if nchw else pixels[None]

@@ -36,6 +36,8 @@ class ModelManifest:
     input_shape: tuple[int | str, ...]
     input_layout: str
     input_dtype: str
+    # The normalisation (x / 255 - mean) / std. A float input expects it applied; for a uint8 input (the
+    # reference models) it is what the graph already does, recorded for information only.
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
     output_name: str

@@ -50,11 +50,12 @@ def quantize_int8(
     input_name: str = INPUT_NAME,
     nodes_to_exclude: Sequence[str] = (),
 ) -> None:
-    """Write a statically quantized QDQ int8 model (per-channel weights, int8 activations) to `out_path`.
+    """Write a statically quantized QDQ model (per-channel int8 weights, uint8 activations) to `out_path`.
 
     The pixels' quantization is pinned to scale 1, zero point 0, which makes it the identity on uint8
     pixels; the Cast and QuantizeLinear in front of the stem are then removed, so the uint8 input feeds
-    the first quantized convolution as it is. Dynamic quantization is not an option: it quantizes
+    the first quantized convolution as it is (unless `nodes_to_exclude` keeps the stem in float, when
+    nothing quantizes the pixels and the Cast stays). Dynamic quantization is not an option: it quantizes
     activations at run time and is about 8x slower on this model.
     """
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
@@ -91,9 +92,11 @@ def _feed_pixels_directly(model: onnx.ModelProto) -> None:
     """Remove Cast -> QuantizeLinear(scale 1, zero point 0) on the pixels: on uint8 values it is the identity."""
     nodes = list(model.graph.node)
     quantize = [n for n in nodes if n.op_type == "QuantizeLinear" and n.input[0] == PIXELS_NAME]
+    if not quantize:
+        return  # the stem was left in float: the pixels are cast, not quantized
     cast = [n for n in nodes if n.op_type == "Cast" and n.output[0] == PIXELS_NAME]
     readers = [n for n in nodes if PIXELS_NAME in n.input]
-    if len(quantize) != 1 or len(cast) != 1 or readers != quantize:
+    if len(quantize) != 1 or len(cast) != 1 or readers != quantize or not _is_uint8(model, cast[0].input[0]):
         raise ValueError(f"expected {PIXELS_NAME!r} to be cast from uint8 and read only by one QuantizeLinear")
     q, c = quantize[0], cast[0]
     constants = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
@@ -104,4 +107,17 @@ def _feed_pixels_directly(model: onnx.ModelProto) -> None:
         node.input[:] = [c.input[0] if name == q.output[0] else name for name in node.input]
     model.graph.node.remove(q)
     model.graph.node.remove(c)
-    onnx.checker.check_model(model)
+    gone = {PIXELS_NAME, q.output[0]}
+    kept = [v for v in model.graph.value_info if v.name not in gone]
+    del model.graph.value_info[:]
+    model.graph.value_info.extend(kept)
+    onnx.checker.check_model(model, full_check=True)
+
+
+def _is_uint8(model: onnx.ModelProto, tensor: str) -> bool:
+    """Whether `tensor` is a uint8 graph input, directly or through Transpose nodes."""
+    producers = {n.output[0]: n for n in model.graph.node}
+    while tensor in producers and producers[tensor].op_type == "Transpose":
+        tensor = producers[tensor].input[0]
+    inputs = {i.name: i.type.tensor_type.elem_type for i in model.graph.input}
+    return inputs.get(tensor) == onnx.TensorProto.UINT8
