@@ -30,7 +30,7 @@ def stack_after_run(models_dir: Path, tmp_path_factory: pytest.TempPathFactory) 
     run_dir = tmp_path_factory.mktemp("dash-stack")
     sup = Supervisor()
     for _attempt in range(5):
-        config = StackConfig(regions=REGIONS, run_dir=run_dir, base_port=random.randrange(20000, 40000, 100),
+        config = StackConfig(regions=REGIONS, run_dir=run_dir, base_port=random.randrange(20000, 26000, 100),
                              models_dir=models_dir, metrics_interval="1s")  # fmt: skip
         stack = NativeStack(config, sup)
         try:
@@ -121,7 +121,8 @@ def test_handler_killed_mid_run_is_reported_for_its_region_only(
     require_otelcol()
     require_prometheus()
     sup = Supervisor()
-    config = StackConfig(regions=REGIONS, run_dir=tmp_path / "stack", base_port=random.randrange(40000, 50000, 100),
+    # Below the kernel's ephemeral range (32768 and up here): a client connection's local port can't take it.
+    config = StackConfig(regions=REGIONS, run_dir=tmp_path / "stack", base_port=random.randrange(26000, 32000, 100),
                          models_dir=models_dir, metrics_interval="1s")  # fmt: skip
     stack = NativeStack(config, sup)
     try:

@@ -45,12 +45,30 @@ def test_plan_gives_each_region_its_own_ports() -> None:
 def test_port_clash_is_a_clear_error() -> None:
     import socket
 
-    with socket.socket() as taken:
+    with socket.socket() as taken:  # a server's listening socket, SO_REUSEADDR as servers set it
+        taken.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         taken.bind(("127.0.0.1", 0))
+        taken.listen()
         port = taken.getsockname()[1]
         plan = Plan.for_config(StackConfig(regions=("nairobi",), base_port=port))
         with pytest.raises(StackError, match=rf"port {port} \(Prometheus\).*in use.*--base-port"):
             plan.check_ports_free()
+
+
+def test_port_left_in_time_wait_is_free() -> None:
+    # A server that closed its side first leaves its port in TIME_WAIT for a minute; the servers bind it
+    # anyway (SO_REUSEADDR), so `up` right after `down` must not call it in use.
+    import socket
+
+    with socket.socket() as server:
+        server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        port = server.getsockname()[1]
+        with socket.create_connection(("127.0.0.1", port)):
+            accepted, _ = server.accept()
+            accepted.close()  # the server side closes first: its end waits in TIME_WAIT
+    Plan.for_config(StackConfig(regions=("nairobi",), base_port=port)).check_ports_free()
 
 
 def test_missing_binary_says_how_to_get_it(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -82,7 +100,7 @@ def stack(models_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterato
     sup = Supervisor()
     last: Exception | None = None
     for _attempt in range(5):  # another process may hold a port of the plan: try another range
-        config = StackConfig(regions=REGIONS, run_dir=run_dir, base_port=random.randrange(20000, 40000, 100),
+        config = StackConfig(regions=REGIONS, run_dir=run_dir, base_port=random.randrange(20000, 26000, 100),
                              models_dir=models_dir, idle_timeout_s=1.0, metrics_interval="1s")  # fmt: skip
         native = NativeStack(config, sup)
         try:

@@ -80,6 +80,9 @@ class Plan:
             if not 0 < port < 65536:
                 raise StackError(f"port {port} for {role} is out of range; choose another --base-port")
             with socket.socket() as sock:
+                # As the servers themselves bind (Go's listeners and uvicorn set SO_REUSEADDR): a port
+                # left only with closed connections waiting out TIME_WAIT is free to them, so not "in use".
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
                 try:
                     sock.bind((self.config.host, port))
                 except OSError as exc:
