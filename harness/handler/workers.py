@@ -83,7 +83,8 @@ class WorkerPool(concurrent.futures.Executor):
             self._jobs.put((fn, args, done))
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
-        """Workers finish the jobs already queued, then stop; `wait` joins them."""
+        """Workers finish the jobs already queued, then stop; `wait` joins them. `cancel_futures` is taken
+        for `Executor`'s signature only: queued jobs always run (the handler drains before it shuts down)."""
         with self._lock:
             if not self._closed:
                 self._closed = True
