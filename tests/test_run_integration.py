@@ -59,7 +59,10 @@ def run_job(
 
 def test_slow_target_fails_with_exit_1_naming_the_slo(tmp_path, known_server):
     url = known_server("constant:30", region="paris")
-    r, out = run_job(tmp_path, profile(tmp_path), "--target", f"paris={url}")
+    # What is tested is the SLO failure; a loaded machine that makes a few sends late (7 of 107 once, in
+    # a full `make test`) must not turn it into an invalid run. test_slo tests the lateness rule itself.
+    lenient_lateness = FAST_SLO + "  max_late_fraction: 0.5\n"
+    r, out = run_job(tmp_path, profile(tmp_path), "--target", f"paris={url}", slo_text=lenient_lateness)
     assert r.returncode == 1, r.stdout + r.stderr
     assert "failed: paris client_latency_ms p50 <= 10" in r.stdout
     results = json.loads((out / "results.json").read_text())

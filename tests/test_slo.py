@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from harness.load.recorder import Sample, aggregate
@@ -67,6 +69,18 @@ def test_slow_region_fails_and_names_the_slo():
     v = _judge(_samples("paris", 300, 15000))
     assert v["status"] == "fail" and v["exit_code"] == EXIT_FAIL
     assert "paris client_latency_ms p50 <= 10" in v["failed"]
+
+
+def test_a_generator_that_fell_behind_makes_the_run_invalid_unless_the_slo_allows_it():
+    samples = _samples("paris", 300, 6000)
+    # 18 of 300 sends (6 %) left over 5 ms after their intended time: more than the default 5 % allowed.
+    samples[::17] = [dataclasses.replace(x, send_delay_us=6000) for x in samples[::17]]
+    v = _judge(samples)
+    assert v["status"] == "invalid" and v["exit_code"] == EXIT_INVALID
+    assert any("paris: 6.0% of sends were late (max 5.0%)" in r for r in v["invalid_reasons"])
+    lenient = parse_slo(loads(SLO + "  max_late_fraction: 0.1\n", "slo.yaml"))
+    v = evaluate(lenient, aggregate(samples, 5.0), duration_s=20.0, expects_cold_starts=False)
+    assert v["status"] == "pass"
 
 
 def test_too_few_samples_for_a_claimed_percentile_is_invalid_never_pass():
