@@ -12,15 +12,19 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 WORKDIR /app
 
 # Dependencies first, so that a code change does not reinstall them: pyproject.toml alone, with an empty
-# package, is enough for pip to resolve and install every dependency.
-COPY pyproject.toml README.md* ./
-RUN mkdir -p harness && touch harness/__init__.py README.md \
+# package, is enough for pip to resolve and install every dependency. This happens in a throwaway folder:
+# setuptools leaves build/lib (and egg-info) behind, and a later `pip install .` in the same folder would
+# copy that stale empty package instead of the real sources (its files are newer than the copied ones).
+COPY pyproject.toml README.md* /tmp/deps/
+RUN cd /tmp/deps && mkdir -p harness && touch harness/__init__.py README.md \
     && pip install . \
-    && pip uninstall -y edgeharness
+    && pip uninstall -y edgeharness \
+    && cd / && rm -rf /tmp/deps
 
+COPY pyproject.toml README.md* ./
 COPY harness ./harness
 COPY loadtests ./loadtests
-RUN pip install --no-deps .
+RUN pip install --no-deps . && rm -rf build ./*.egg-info
 
 # The reference models are built from code (no download), deterministically, at image build time.
 RUN edgeharness model build --out /app/models
