@@ -41,6 +41,30 @@ class Document:
         """A ConfigError pointing at `path` in this file."""
         return ConfigError(self.file, self.line(*path), problem)
 
+    def validate(self, schema: dict[str, Any], *path: str | int) -> None:
+        """Check the document (or the part at `path`) against a JSON Schema; the first error, in
+        document order, becomes a ConfigError at its line, naming the offending key."""
+        import jsonschema
+
+        data = self.data
+        for key in path:
+            data = data[key]
+        found = [self._schema_problem(err, path) for err in jsonschema.Draft202012Validator(schema).iter_errors(data)]
+        if found:
+            where, message = min(found, key=lambda f: (self.line(*f[0]) or 0, -len(f[0])))
+            raise self.error(message, *where)
+
+    @staticmethod
+    def _schema_problem(err: Any, path: Path_) -> tuple[Path_, str]:
+        where: Path_ = (*path, *err.absolute_path)
+        known = err.schema.get("properties", {}) if isinstance(err.schema, dict) else {}
+        if err.validator == "additionalProperties" and isinstance(err.instance, dict):
+            extra = sorted(str(k) for k in err.instance if k not in known)
+            if extra:
+                return (*where, extra[0]), f"unknown key `{extra[0]}` (known: {', '.join(sorted(known))})"
+        name = ".".join(str(p) for p in where)
+        return where, f"{name}: {err.message}" if name else err.message
+
 
 def load(path: str | Path) -> Document:
     """Parse `path`; a syntax error becomes a ConfigError with the line yaml reports."""
