@@ -7,6 +7,7 @@ reported as invalid and exits 2, whatever its checks say; otherwise any failed c
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -54,6 +55,9 @@ class SloSpec:
     regions: dict[str, RegionSlo]
     validity: Validity
     file: str = ""
+    # For `edgeharness slo rules`: the fraction of good events (None: derived per check) and its window.
+    objective: float | None = None
+    window: str = "30d"
 
     def for_region(self, region: str) -> RegionSlo:
         """The defaults overlaid with the region's own thresholds."""
@@ -115,8 +119,15 @@ def parse_slo(doc: Document) -> SloSpec:
     if not isinstance(data, dict):
         raise doc.error("an SLO file must be a mapping with `defaults`, `regions`, `validity`")
     for key in data:
-        if key not in ("defaults", "regions", "validity", "description"):
-            raise doc.error(f"unknown key `{key}` (defaults, regions, validity, description)", key)
+        if key not in ("defaults", "regions", "validity", "description", "objective", "window"):
+            raise doc.error(f"unknown key `{key}` (defaults, regions, validity, description, objective, window)", key)
+    objective = data.get("objective")
+    if objective is not None and (isinstance(objective, bool) or not isinstance(objective, int | float)
+                                  or not 0 < objective < 1):  # fmt: skip
+        raise doc.error(f"objective is the fraction of good events, in (0, 1); got {objective!r}", "objective")
+    window = data.get("window", "30d")
+    if not isinstance(window, str) or not re.fullmatch(r"([0-9]+(ms|[smhdwy]))+", window):
+        raise doc.error(f"window is a Prometheus duration such as 30d or 4w; got {window!r}", "window")
     defaults = _region_slo(doc, data.get("defaults") or {}, "defaults")
     regions: dict[str, RegionSlo] = {}
     raw_regions = data.get("regions") or {}
@@ -148,7 +159,8 @@ def parse_slo(doc: Document) -> SloSpec:
             validity.min_cold_samples = value
         else:
             raise doc.error(f"unknown validity rule `{key}`", "validity", key)
-    return SloSpec(defaults=defaults, regions=regions, validity=validity, file=doc.file)
+    return SloSpec(defaults=defaults, regions=regions, validity=validity, file=doc.file,
+                   objective=None if objective is None else float(objective), window=window)  # fmt: skip
 
 
 @dataclass
