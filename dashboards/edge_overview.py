@@ -50,7 +50,8 @@ REGION = 'cloud_region=~"$region"'
 SERVER_BY = "cloud_region"
 HTTP = "http_server_request_duration_seconds"
 CLIENT = "edgeharness_client_request_duration_seconds"
-SPANS = "traces_span_metrics_duration_milliseconds"
+SPANS = "traces_span_metrics_duration_milliseconds"  # a native histogram
+BUDGET_REMAINING = "slo:error_budget_remaining:ratio"
 
 
 # --- PromQL ---------------------------------------------------------------------------------------
@@ -59,6 +60,11 @@ SPANS = "traces_span_metrics_duration_milliseconds"
 def quantile(q: float, metric: str, selector: str, by: str, window: str = "$__rate_interval") -> str:
     """histogram_quantile over a rate of the metric's buckets, keeping the `by` labels."""
     return f"histogram_quantile({q}, sum by (le, {by}) (rate({metric}_bucket{{{selector}}}[{window}])))"
+
+
+def native_quantile(q: float, metric: str, selector: str, by: str, window: str = "$__rate_interval") -> str:
+    """histogram_quantile over a native histogram (one series per histogram, no le label)."""
+    return f"histogram_quantile({q}, sum by ({by}) (rate({metric}{{{selector}}}[{window}])))"
 
 
 def lifetime_quantile(q: float, metric: str, selector: str, by: str) -> str:
@@ -138,7 +144,9 @@ def timeseries(title: str, question: str, unit: str, w: int = 12, h: int = 8) ->
     )
 
 
-def latency(title: str, question: str, metric: str, selector: str, by: str, label: str, unit: str = "s") -> ts.Panel:
+def latency(
+    title: str, question: str, metric: str, selector: str, by: str, label: str, unit: str = "s", native: bool = False
+) -> ts.Panel:
     """p50/p95/p99 lines with exemplars (trace ids, linked to Tempo) and the p50 SLO as a dashed line."""
     slo = P50_SLO_S * (1000 if unit == "ms" else 1)
     panel = (
@@ -148,7 +156,7 @@ def latency(title: str, question: str, metric: str, selector: str, by: str, labe
         .min(0)
     )
     for ref, q in (("A", 0.5), ("B", 0.95), ("C", 0.99)):
-        expr = quantile(q, metric, selector, by)
+        expr = (native_quantile if native else quantile)(q, metric, selector, by)
         panel = panel.with_target(query(expr, f"{label} p{round(q * 100)}", ref, exemplar=ref == "A"))
     return panel
 
@@ -280,6 +288,37 @@ def slo_row() -> list[cogbuilder.Builder[Any]]:
     ]
 
 
+def burn_row() -> list[cogbuilder.Builder[Any]]:
+    """From the recording rules of `edgeharness slo rules` (collector/rules/slo.yml)."""
+    by = "cloud_region, slo"
+    return [
+        bars(
+            "Error budget remaining by region and SLO",
+            "How much of each objective's error budget is left over the SLO window (1 - objective, default "
+            "30 days)? Below zero: the objective is already missed for the window.",
+            "percentunit",
+            w=8,
+            h=8,
+        )
+        .with_target(query(f"min by ({by}) ({BUDGET_REMAINING}{{{REGION}}})", "{{cloud_region}} {{slo}}", instant=True))
+        .min(-1)
+        .max(1)
+        .thresholds(steps((None, "red"), (0, "orange"), (0.25, "green"))),
+        timeseries(
+            "Error budget burn rate by region (1h and 5m)",
+            "How fast is each region spending its error budget? 1 spends it in exactly the SLO window; the page "
+            "alert fires while both the 1h and the 5m rate exceed 14.4.",
+            "x",
+            w=16,
+        )
+        .with_target(query(f"max by ({by}) (slo:burn_rate:rate1h{{{REGION}}})", "{{cloud_region}} {{slo}} 1h"))
+        .with_target(query(f"max by ({by}) (slo:burn_rate:rate5m{{{REGION}}})", "{{cloud_region}} {{slo}} 5m", "B"))
+        .min(0)
+        .thresholds(steps((None, "green"), (1, "orange"), (14.4, "red")))
+        .thresholds_style(common.GraphThresholdsStyleConfig().mode(GraphThresholdsStyleMode.DASHED)),
+    ]
+
+
 def latency_row() -> list[cogbuilder.Builder[Any]]:
     return [
         latency(
@@ -303,12 +342,14 @@ def latency_row() -> list[cogbuilder.Builder[Any]]:
         latency(
             "Server span latency by region (span metrics)",
             "Does the trace pipeline agree with the handler's own histogram? p50/p95/p99 of server spans from "
-            "the collectors' span_metrics connector; exemplars open the trace in Tempo.",
+            "the collectors' span_metrics connector, an exponential (Prometheus native) histogram: exact to a "
+            "few percent at any latency, no bucket bounds to tune; exemplars open the trace in Tempo.",
             SPANS,
             f'{REGION}, span_kind="SPAN_KIND_SERVER"',
             SERVER_BY,
             "{{cloud_region}}",
             unit="ms",
+            native=True,
         ),
         table.Panel()
         .title("Slowest recent requests (Tempo)")
@@ -614,6 +655,7 @@ def variables() -> list[dash.QueryVariable]:
 
 ROWS = (
     ("SLO status", slo_row),
+    ("Error budgets (SLO rules)", burn_row),
     ("Latency", latency_row),
     ("Traffic and errors", traffic_row),
     ("Saturation", saturation_row),

@@ -38,8 +38,11 @@ from harness.stack.components import (
     collector_version,
     find_otelcol,
     find_prometheus,
+    find_promtool,
     prometheus_argv,
     prometheus_flags,
+    prometheus_image,
+    prometheus_version,
     read_versions,
     tempo_image,
 )
@@ -47,7 +50,8 @@ from harness.stack.prometheus import PrometheusClient
 
 __all__ = [
     "BUILDER_MANIFEST", "OTELCOL_CONFIG", "PROMETHEUS_CONFIG", "TEMPO_CONFIG", "CollectorPorts", "collector_env",
-    "collector_image", "collector_version", "prometheus_flags", "read_versions", "tempo_image",
+    "collector_image", "collector_version", "prometheus_flags", "prometheus_image", "prometheus_version",
+    "read_versions", "tempo_image",
 ]  # fmt: skip
 
 LOOPBACK = "127.0.0.1"
@@ -271,6 +275,8 @@ def start_collector(
     pop: str | None = None,
     tempo_endpoint: str | None = None,
     metrics_interval: str = "1s",
+    metrics_export: str = "remote_write",
+    otlp_endpoint: str | None = None,
     timeout: float = 60.0,
     attempts: int = 3,
 ) -> RegionalCollector:
@@ -291,6 +297,8 @@ def start_collector(
             tempo_endpoint=tempo_endpoint or f"{LOOPBACK}:{free_port()}",
             traces_file=traces_file,
             metrics_interval=metrics_interval,
+            metrics_export=metrics_export,
+            otlp_endpoint=otlp_endpoint,
         )
         process = start_process(
             f"otelcol[{region}]",
@@ -318,7 +326,11 @@ def require_otelcol() -> Path:
 
 
 def require_prometheus() -> Path:
-    return require_tool(find_prometheus(), "prometheus", HOW_TO_GET_PROMETHEUS)
+    return require_tool(find_prometheus(), "Prometheus 3", HOW_TO_GET_PROMETHEUS)
+
+
+def require_promtool() -> Path:
+    return require_tool(find_promtool(), "promtool (Prometheus 3)", HOW_TO_GET_PROMETHEUS)
 
 
 @contextlib.contextmanager

@@ -1,4 +1,4 @@
-"""The telemetry pipeline for real: the built collector and Debian's Prometheus, two regions on loopback.
+"""The telemetry pipeline for real: the built collector and Prometheus 3, two regions on loopback.
 
 Unit tests check that the version pin, the builder manifest and the collector config agree; the
 integration tests send OTLP from the Python SDK and read the result back from Prometheus's HTTP API
@@ -7,7 +7,7 @@ and the collector's trace file.
 
 from __future__ import annotations
 
-import itertools
+import re
 import subprocess
 import time
 from collections.abc import Iterator
@@ -18,6 +18,7 @@ import pytest
 import yaml
 from collector_fixtures import (
     BUILDER_MANIFEST,
+    LOOPBACK,
     OTELCOL_CONFIG,
     PROMETHEUS_CONFIG,
     TEMPO_CONFIG,
@@ -28,11 +29,15 @@ from collector_fixtures import (
     collector_image,
     collector_version,
     prometheus_flags,
+    prometheus_image,
+    prometheus_version,
     read_versions,
     require_otelcol,
     require_prometheus,
+    require_promtool,
     running_collectors,
     running_prometheus,
+    start_collector,
     tempo_image,
     validate_collector_config,
     wait_for,
@@ -57,6 +62,7 @@ MODULE_COMPONENTS = {
     "resourceprocessor": ("processors", "resource"),
     "spanmetricsconnector": ("connectors", "span_metrics"),
     "otlpexporter": ("exporters", "otlp_grpc"),
+    "otlphttpexporter": ("exporters", "otlp_http"),
     "prometheusremotewriteexporter": ("exporters", "prometheus_remote_write"),
     "fileexporter": ("exporters", "file"),
     "healthcheckextension": ("extensions", "health_check"),
@@ -98,6 +104,12 @@ def test_manifest_holds_exactly_the_components_the_config_uses():
     assert used == built
 
 
+def with_env_defaults(names: list[str], env: dict[str, str] | None = None) -> list[str]:
+    """Pipeline entries with ${env:NAME:-default} resolved as the collector does (from env, else the default)."""
+    env = env or {}
+    return [re.sub(r"\$\{env:([A-Z_]+):-([^}]*)\}", lambda m: env.get(m.group(1), m.group(2)), name) for name in names]
+
+
 def test_every_pipeline_component_is_defined():
     config = yaml.safe_load(OTELCOL_CONFIG.read_text())
     defined = {kind: set(config.get(kind, {})) for kind in ("receivers", "processors", "exporters", "connectors")}
@@ -106,34 +118,50 @@ def test_every_pipeline_component_is_defined():
             assert receiver in defined["receivers"] | defined["connectors"], (name, receiver)
         for processor in pipeline["processors"]:
             assert processor in defined["processors"], (name, processor)
-        for exporter in pipeline["exporters"]:
+        for exporter in with_env_defaults(pipeline["exporters"]):
             assert exporter in defined["exporters"] | defined["connectors"], (name, exporter)
         assert pipeline["processors"][0] == "memory_limiter", "memory_limiter must come first"
 
 
-def test_span_metric_buckets_resolve_a_quarter_millisecond_up_to_20ms():
-    config = yaml.safe_load(OTELCOL_CONFIG.read_text())
-    histogram = config["connectors"]["span_metrics"]["histogram"]
+def test_span_metrics_use_an_exponential_histogram():
+    # Exponential (native in Prometheus) buckets follow the data: with up to 160 of them, latencies spread
+    # over two decades still get buckets under 5 % wide, with no bounds to tune.
+    histogram = yaml.safe_load(OTELCOL_CONFIG.read_text())["connectors"]["span_metrics"]["histogram"]
     assert histogram["unit"] == "ms"
-    bounds_ms = [parse_duration_ms(bucket) for bucket in histogram["explicit"]["buckets"]]
-    assert bounds_ms == sorted(bounds_ms)
-    up_to_20 = [0.0] + [b for b in bounds_ms if b <= 20.0]
-    assert up_to_20[-1] == 20.0
-    assert max(b - a for a, b in itertools.pairwise(up_to_20)) <= 0.25
-    assert bounds_ms[-1] == 10_000.0
+    assert "explicit" not in histogram and histogram["exponential"]["max_size"] >= 160
 
 
-def parse_duration_ms(text: str) -> float:
-    for suffix, factor in (("us", 1e-3), ("ms", 1.0), ("s", 1e3)):
-        if text.endswith(suffix):
-            return float(text[: -len(suffix)]) * factor
-    raise ValueError(text)
+def test_metrics_exporter_is_remote_write_unless_otlp_is_chosen():
+    pipeline = yaml.safe_load(OTELCOL_CONFIG.read_text())["service"]["pipelines"]["metrics"]["exporters"]
+    assert with_env_defaults(pipeline) == ["prometheus_remote_write"]
+    env = collector_env(region="r", ports=CollectorPorts(1, 2, 3, 4), remote_write_endpoint="http://p/api/v1/write",
+                        tempo_endpoint="t:4317", traces_file=Path("/tmp/t"), metrics_export="otlp",
+                        otlp_endpoint="http://p/api/v1/otlp")  # fmt: skip
+    assert with_env_defaults(pipeline, env) == ["otlp_http/prometheus"]
+    assert env["PROMETHEUS_OTLP_ENDPOINT"] == "http://p/api/v1/otlp"
 
 
-def test_prometheus_flags_enable_remote_write_and_exemplars():
+def test_prometheus_flags_enable_remote_write_otlp_and_exemplars():
     flags = prometheus_flags()
     assert "--web.enable-remote-write-receiver" in flags
+    assert "--web.enable-otlp-receiver" in flags
     assert "--enable-feature=exemplar-storage" in flags
+
+
+def test_prometheus_version_is_pinned_once_for_native_and_compose():
+    compose = yaml.safe_load((OTELCOL_CONFIG.parents[1] / "compose.yaml").read_text())
+    assert (
+        compose["services"]["prometheus"]["image"] == prometheus_image() == f"prom/prometheus:v{prometheus_version()}"
+    )
+    script = (OTELCOL_CONFIG.parent / "build-prometheus.sh").read_text()
+    assert "PROMETHEUS_VERSION" in script and "dist/prometheus" in script
+
+
+def test_prometheus_loads_the_slo_rules_and_labels_otlp_like_remote_write():
+    config = yaml.safe_load(PROMETHEUS_CONFIG.read_text())
+    assert config["rule_files"] == ["rules/*.yml"]
+    assert list((PROMETHEUS_CONFIG.parent / "rules").glob("*.yml")), "no rule file where rule_files points"
+    assert config["otlp"]["promote_all_resource_attributes"] is True
 
 
 def test_prometheus_config_needs_no_per_environment_targets():
@@ -184,9 +212,7 @@ def test_otelcol_rejects_a_config_without_region(otelcol_binary: Path, tmp_path:
 
 @pytest.mark.integration
 def test_prometheus_config_is_valid(prometheus_binary: Path):
-    promtool = prometheus_binary.with_name("promtool")
-    if not promtool.exists():
-        pytest.skip("promtool is not installed beside prometheus")
+    promtool = require_promtool()
     result = subprocess.run(
         [str(promtool), "check", "config", str(PROMETHEUS_CONFIG)], capture_output=True, text=True, check=False
     )
@@ -331,7 +357,7 @@ def test_a_senders_own_region_is_kept(sent: SentTelemetry, prometheus_server: Pr
 
 @pytest.mark.integration
 @pytest.mark.parametrize("region", REGIONS, ids=lambda r: r.name)
-def test_span_metrics_reach_prometheus_with_fine_buckets(
+def test_span_metrics_reach_prometheus_as_native_histograms(
     sent: SentTelemetry, prometheus_server: PrometheusServer, region: Region
 ):
     selector = f'cloud_region="{region.name}", service_name="{region.service}"'
@@ -339,16 +365,23 @@ def test_span_metrics_reach_prometheus_with_fine_buckets(
         prometheus_server, f'traces_span_metrics_calls_total{{{selector}, span_name="GET /classify"}}', 4.0
     )
     assert {s["metric"].get("faas_coldstart") for s in calls} == {"true", "false"}
-    # One 3.1 ms span: outside the 3 ms bucket, inside the 3.25 ms one.
-    probe = f'traces_span_metrics_duration_milliseconds_bucket{{{selector}, span_name="resolution-probe"'
-    wait_for_total(prometheus_server, probe + ', le="3.25"}', 1.0)
-    wait_for_total(prometheus_server, probe + ', le="3"}', 0.0)
+    histogram = f'traces_span_metrics_duration_milliseconds{{{selector}, span_name="GET /classify"}}'
+    wait_for_total(prometheus_server, f"sum(histogram_count({histogram}))", 4.0)
+    # 0.6, 4, 6.5 and 45 ms: the smallest and the largest come back within 5 %, without any bucket
+    # tuned for them (the explicit buckets this replaced were 10 ms wide around 45 ms).
+    for q, expected_ms in ((0.01, 0.6), (0.99, 45.0)):
+        (sample,) = prometheus_server.query(f"histogram_quantile({q}, sum({histogram}))")
+        assert float(sample["value"][1]) == pytest.approx(expected_ms, rel=0.05), (q, sample)
+    probe = f'traces_span_metrics_duration_milliseconds{{{selector}, span_name="resolution-probe"}}'
+    (sample,) = wait_for_total(prometheus_server, f"histogram_count({probe})", 1.0)
+    (sample,) = prometheus_server.query(f"histogram_quantile(0.5, {probe})")
+    assert float(sample["value"][1]) == pytest.approx(3.1, rel=0.01)
 
 
 @pytest.mark.integration
 def test_span_metrics_carry_exemplars_linking_to_traces(sent: SentTelemetry, prometheus_server: PrometheusServer):
     region = REGIONS[0]
-    query = f'traces_span_metrics_duration_milliseconds_bucket{{cloud_region="{region.name}"}}'
+    query = f'traces_span_metrics_duration_milliseconds{{cloud_region="{region.name}"}}'
 
     def exemplar_trace_ids() -> set[str]:
         return {
@@ -413,3 +446,32 @@ def test_exporter_queues_are_bounded(sent: SentTelemetry, prometheus_server: Pro
 
     found = wait_for(capacities, PIPELINE_WAIT_S, "otelcol_exporter_queue_capacity for both exporters")
     assert {name: found[name] for name in expected} == expected
+
+
+@pytest.mark.integration
+def test_metrics_reach_prometheus_over_otlp_with_the_names_and_labels_of_remote_write(
+    otelcol_binary: Path, prometheus_server: PrometheusServer, tmp_path: Path
+):
+    # The other way in: the collector's otlp_http exporter into Prometheus 3's OTLP receiver.
+    region = Region(name="ap-south-1", pop="bom1", protocol="http", service="pipeline-test-otlp")
+    collector = start_collector(
+        otelcol_binary,
+        region=region.name,
+        pop=region.pop,
+        remote_write_endpoint=f"http://{LOOPBACK}:9/api/v1/write",  # closed: nothing may go this way
+        otlp_endpoint=f"{prometheus_server.url}/api/v1/otlp",
+        metrics_export="otlp",
+        workdir=tmp_path,
+    )
+    try:
+        send_metrics(collector, region, {"service.name": region.service})
+        send_spans(collector, region)
+        series = wait_for_total(prometheus_server, f'edgeharness_test_requests_total{{job="{region.service}"}}', 3.0)
+        assert series[0]["metric"]["cloud_region"] == region.name
+        assert series[0]["metric"]["edgeharness_pop"] == region.pop
+        histogram = (
+            f'traces_span_metrics_duration_milliseconds{{cloud_region="{region.name}", span_name="GET /classify"}}'
+        )
+        wait_for_total(prometheus_server, f"sum(histogram_count({histogram}))", 4.0)
+    finally:
+        collector.stop()

@@ -5,16 +5,17 @@ from __future__ import annotations
 import argparse
 import json
 import re
-import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
+from collector_fixtures import require_tool
 
 from harness import dashboards
 from harness.handler import telemetry
+from harness.stack.components import HOW_TO_GET_PROMETHEUS, find_promtool
 
 REPO = Path(__file__).resolve().parents[1]
 PROVISIONING = REPO / "dashboards" / "provisioning"
@@ -52,6 +53,14 @@ KNOWN_METRICS = {
     "edgeharness_client_request_duration_seconds",
     "edgeharness_client_arrivals_total",
 }
+# Series recorded by the SLO rules Prometheus loads (collector/rules/slo.yml, `edgeharness slo rules`).
+RECORDED = {
+    rule["record"]
+    for group in yaml.safe_load((REPO / "collector" / "rules" / "slo.yml").read_text())["groups"]
+    for rule in group["rules"]
+    if "record" in rule
+}
+KNOWN_METRICS |= RECORDED
 HISTOGRAM_SUFFIXES = ("_bucket", "_count", "_sum")
 
 # PromQL words that are not metric names.
@@ -260,8 +269,23 @@ def test_every_expression_is_balanced_and_names_known_metrics(committed):
                 assert depth[closing[char]] >= 0, f"{title}: unbalanced {char} in {expr}"
         assert set(depth.values()) == {0}, f"{title}: unbalanced brackets in {expr}"
         seen |= metric_names(expr)
-    handler_metrics = {m for m in KNOWN_METRICS if not m.startswith(("otelcol_", "traces_", "edgeharness_client"))}
+    handler_metrics = {
+        m for m in KNOWN_METRICS if not m.startswith(("otelcol_", "traces_", "edgeharness_client", "slo:"))
+    }
     assert {m.removesuffix("_bucket").removesuffix("_count") for m in seen} >= handler_metrics
+
+
+def test_the_budget_panels_read_the_recording_rules(committed):
+    seen = set().union(*(metric_names(expr) for _title, expr in expressions(committed)))
+    assert {"slo:error_budget_remaining:ratio", "slo:burn_rate:rate1h", "slo:burn_rate:rate5m"} <= seen & RECORDED
+
+
+def test_the_span_latency_panel_reads_a_native_histogram(committed):
+    spans = [expr for title, expr in expressions(committed) if "span metrics" in title]
+    assert len(spans) == 3
+    for expr in spans:
+        # A native histogram has no le label and no _bucket series: sum by region, never by le.
+        assert "traces_span_metrics_duration_milliseconds{" in expr and "le," not in expr, expr
 
 
 def test_the_metric_check_rejects_an_unknown_name():
@@ -290,14 +314,14 @@ def test_known_metrics_follow_the_handlers_instrument_names():
         assert any(m.startswith(prefix) for m in KNOWN_METRICS), f"instrument {name} has no known Prometheus name"
 
 
-@pytest.mark.skipif(shutil.which("promtool") is None, reason="promtool not installed")
 def test_promtool_parses_every_expression(committed, tmp_path):
+    promtool = require_tool(find_promtool(), "promtool", HOW_TO_GET_PROMETHEUS)
     rules = [
         {"record": f"edgeharness:panel_{i}", "expr": expr} for i, (_title, expr) in enumerate(expressions(committed))
     ]
     path = tmp_path / "rules.yaml"
     path.write_text(yaml.safe_dump({"groups": [{"name": "dashboard", "rules": rules}]}))
-    result = subprocess.run(["promtool", "check", "rules", str(path)], capture_output=True, text=True, timeout=60)
+    result = subprocess.run([str(promtool), "check", "rules", str(path)], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stdout + result.stderr
 
 

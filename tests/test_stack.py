@@ -76,7 +76,7 @@ def test_missing_binary_says_how_to_get_it(monkeypatch: pytest.MonkeyPatch) -> N
     with pytest.raises(components.MissingComponent, match="make collector"):
         components.require_otelcol()
     monkeypatch.setattr(components, "find_prometheus", lambda: None)
-    with pytest.raises(components.MissingComponent, match=r"install-prometheus\.sh"):
+    with pytest.raises(components.MissingComponent, match="make prometheus"):
         components.require_prometheus()
 
 
@@ -314,6 +314,8 @@ def test_native_stack_runs_the_config_files_compose_mounts(tmp_path: Path) -> No
     for service in collectors:
         assert f"--config={mounted(service, 'otelcol.yaml')}" in native_collector
     assert f"--config.file={mounted(services['prometheus'], 'prometheus.yml')}" in native_prometheus
+    # prometheus.yml's rule_files (rules/*.yml) resolve beside it in both.
+    assert mounted(services["prometheus"], "/etc/prometheus/rules") == components.RULES_DIR
     # The same variables drive the collector config in both: compose sets a subset of what native sets.
     native_env = components.collector_env(
         region="r", pop="p", ports=components.CollectorPorts(1, 2, 3, 4), remote_write_endpoint="x",

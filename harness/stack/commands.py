@@ -19,7 +19,7 @@ def register(subparsers: Any) -> None:
         description=(
             "Start the telemetry pipeline as local processes on loopback, from the same config files "
             "compose.yaml mounts (collector/otelcol.yaml, collector/prometheus.yml). Needs collector/dist/otelcol "
-            "(`make collector`) and prometheus on PATH (collector/install-prometheus.sh)."
+            "(`make collector`) and Prometheus 3 (`make prometheus` builds collector/dist/prometheus/)."
         ),
     )
     up.add_argument("--regions", default=",".join(DEFAULT_REGIONS), help="comma-separated regions")
@@ -33,6 +33,17 @@ def register(subparsers: Any) -> None:
     )
     up.add_argument("--models-dir", type=Path, default=Path("models"), help="what the model server serves")
     up.add_argument("--idle-timeout", type=float, default=0.0, help="handlers' scale-to-zero timeout, seconds")
+    up.add_argument(
+        "--metrics-export",
+        choices=("remote_write", "otlp"),
+        default="remote_write",
+        help="how collectors send metrics to Prometheus: remote write, or OTLP to Prometheus 3's OTLP receiver",
+    )
+    up.add_argument(
+        "--slo",
+        default=None,
+        help="load SLI and burn-rate rules generated from this SLO file (default: collector/rules/slo.yml)",
+    )
     up.set_defaults(func=_up)
 
     down = subparsers.add_parser("down", help="stop the native stack started by `up`")
@@ -54,7 +65,8 @@ def _up(args: argparse.Namespace) -> int:
         print("edgeharness up: --regions names no region", file=sys.stderr)
         return 2
     config = StackConfig(regions=regions, run_dir=args.run_dir, host=args.host, base_port=args.base_port,
-                         models_dir=args.models_dir, idle_timeout_s=args.idle_timeout)  # fmt: skip
+                         models_dir=args.models_dir, idle_timeout_s=args.idle_timeout,
+                         metrics_export=args.metrics_export, slo_file=args.slo)  # fmt: skip
     try:
         stack = up(config)
     except (StackError, MissingComponent) as exc:

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import functools
 import os
+import re
 import shutil
+import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,9 +19,16 @@ TEMPO_CONFIG = COLLECTOR_DIR / "tempo.yaml"
 OTELCOL_BINARY = COLLECTOR_DIR / "dist" / "otelcol"
 PROMETHEUS_CONFIG = COLLECTOR_DIR / "prometheus.yml"
 PROMETHEUS_FLAGS_FILE = COLLECTOR_DIR / "prometheus-flags"
+PROMETHEUS_DIST = COLLECTOR_DIR / "dist" / "prometheus"
+RULES_DIR = COLLECTOR_DIR / "rules"
 
 HOW_TO_GET_OTELCOL = "build it with `make collector` (needs Go; see collector/build.sh)"
-HOW_TO_GET_PROMETHEUS = "install Debian's package with `collector/install-prometheus.sh` (apt-get, as root)"
+HOW_TO_GET_PROMETHEUS = (
+    "build Prometheus 3 and promtool with `make prometheus` (needs Go; collector/build-prometheus.sh writes "
+    "collector/dist/prometheus/), or put a Prometheus 3 on PATH"
+)
+# What the metrics pipeline may use between the collectors and Prometheus (collector/otelcol.yaml).
+METRICS_EXPORTERS = {"remote_write": "prometheus_remote_write", "otlp": "otlp_http/prometheus"}
 
 
 class MissingComponent(RuntimeError):
@@ -44,6 +54,15 @@ def collector_version() -> str:
     return read_versions()["OTELCOL_VERSION"]
 
 
+def prometheus_version() -> str:
+    """The pinned Prometheus version, e.g. '3.14.0' (native build and compose image alike)."""
+    return read_versions()["PROMETHEUS_VERSION"]
+
+
+def prometheus_image() -> str:
+    return f"prom/prometheus:v{prometheus_version()}"
+
+
 def collector_image() -> str:
     """The image compose.yaml must run for every regional collector."""
     return f"otel/opentelemetry-collector-contrib:{collector_version()}"
@@ -65,8 +84,35 @@ def find_otelcol() -> Path | None:
 
 
 def find_prometheus() -> Path | None:
-    found = shutil.which("prometheus")
-    return Path(found) if found else None
+    """collector/dist/prometheus/prometheus (`make prometheus`), else a Prometheus 3 on PATH."""
+    return _find_prometheus_tool("prometheus")
+
+
+def find_promtool() -> Path | None:
+    """promtool beside the Prometheus that find_prometheus() gives."""
+    return _find_prometheus_tool("promtool")
+
+
+def _find_prometheus_tool(name: str) -> Path | None:
+    built = PROMETHEUS_DIST / name
+    if os.access(built, os.X_OK):
+        return built
+    found = shutil.which(name)
+    # Prometheus 2 (Debian's 2.42, say) lacks the OTLP receiver and the config this harness uses.
+    if found and major_version(Path(found)) == 3:
+        return Path(found)
+    return None
+
+
+@functools.cache
+def major_version(binary: Path) -> int | None:
+    """The major version a Prometheus or promtool binary reports (`--version`), None if it says none."""
+    try:
+        out = subprocess.run([str(binary), "--version"], capture_output=True, text=True, timeout=30, check=False)
+    except OSError:
+        return None
+    match = re.search(r"version (\d+)\.\d+", out.stdout + out.stderr)
+    return int(match.group(1)) if match else None
 
 
 def require_otelcol() -> Path:
@@ -79,14 +125,21 @@ def require_otelcol() -> Path:
 def require_prometheus() -> Path:
     found = find_prometheus()
     if found is None:
-        raise MissingComponent(f"Prometheus is not on PATH: {HOW_TO_GET_PROMETHEUS}")
+        raise MissingComponent(f"Prometheus 3 is missing: {HOW_TO_GET_PROMETHEUS}")
     return found
 
 
-def prometheus_argv(binary: Path, data_dir: Path, host: str, port: int) -> list[str]:
+def require_promtool() -> Path:
+    found = find_promtool()
+    if found is None:
+        raise MissingComponent(f"promtool (Prometheus 3) is missing: {HOW_TO_GET_PROMETHEUS}")
+    return found
+
+
+def prometheus_argv(binary: Path, data_dir: Path, host: str, port: int, config: Path = PROMETHEUS_CONFIG) -> list[str]:
     return [
         str(binary),
-        f"--config.file={PROMETHEUS_CONFIG}",
+        f"--config.file={config}",
         f"--storage.tsdb.path={data_dir}",
         f"--web.listen-address={host}:{port}",
         *prometheus_flags(),
@@ -117,6 +170,8 @@ def collector_env(
     metrics_interval: str = "15s",
     memory_limit_mib: int = 400,
     log_level: str = "info",
+    metrics_export: str = "remote_write",
+    otlp_endpoint: str | None = None,
 ) -> dict[str, str]:
     """The environment collector/otelcol.yaml reads: everything that differs between regions."""
     env = {
@@ -133,7 +188,10 @@ def collector_env(
         "OTELCOL_MEMORY_SPIKE_LIMIT_MIB": str(max(memory_limit_mib // 4, 1)),
         "OTELCOL_TRACES_FILE": str(traces_file),
         "OTELCOL_LOG_LEVEL": log_level,
+        "PROMETHEUS_METRICS_EXPORTER": METRICS_EXPORTERS[metrics_export],
     }
+    if otlp_endpoint is not None:
+        env["PROMETHEUS_OTLP_ENDPOINT"] = otlp_endpoint
     if pop is not None:
         env["POP"] = pop
     return env

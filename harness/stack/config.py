@@ -24,3 +24,7 @@ class StackConfig:
     metrics_interval: str = "2s"
     handler_args: tuple[str, ...] = ()
     ready_timeout_s: float = 60.0
+    # How the collectors send metrics to Prometheus: "remote_write" or "otlp" (Prometheus 3's OTLP receiver).
+    metrics_export: str = "remote_write"
+    # SLO file whose `edgeharness slo rules` Prometheus loads; None: the committed collector/rules/.
+    slo_file: str | None = None

@@ -122,7 +122,28 @@ class NativeStack:
     def traces_file(self, region: str) -> Path:
         return self.run_dir / "traces" / f"{region}.jsonl"
 
+    def prometheus_config(self) -> Path:
+        """collector/prometheus.yml, or, with an SLO file, a copy beside the rules generated from it
+        (rule_files are relative to the config file)."""
+        if self.config.slo_file is None:
+            return c.PROMETHEUS_CONFIG
+        from harness.slo_rules import RulesError, render
+        from harness.verdict.slo import ConfigError, load_slo
+
+        try:
+            rules = render(load_slo(self.config.slo_file))
+        except (ConfigError, RulesError, OSError) as exc:
+            raise StackError(f"SLO rules from {self.config.slo_file}: {exc}") from None
+        folder = self.run_dir / "prometheus"
+        (folder / "rules").mkdir(parents=True, exist_ok=True)
+        (folder / "rules" / "slo.yml").write_text(rules, encoding="utf-8")
+        config = folder / "prometheus.yml"
+        config.write_text(c.PROMETHEUS_CONFIG.read_text(encoding="utf-8"), encoding="utf-8")
+        return config
+
     def start(self) -> list[Service]:
+        if self.config.metrics_export not in c.METRICS_EXPORTERS:
+            raise StackError(f"metrics export {self.config.metrics_export!r}: one of {', '.join(c.METRICS_EXPORTERS)}")
         otelcol = c.require_otelcol()
         prometheus = c.require_prometheus()
         model = self.config.models_dir / self.config.model_file
@@ -140,7 +161,8 @@ class NativeStack:
         self._start(
             Service("prometheus", "prometheus", None, prom, f"{prom}/-/ready", str(self.logs / "prometheus.log"),
                     ports={"http": self.plan.prometheus_port}),
-            c.prometheus_argv(prometheus, self.run_dir / "prometheus-data", host, self.plan.prometheus_port),
+            c.prometheus_argv(prometheus, self.run_dir / "prometheus-data", host, self.plan.prometheus_port,
+                              self.prometheus_config()),
             c.base_env(),
         )  # fmt: skip
         models_url = f"http://{host}:{self.plan.model_port}"
@@ -159,7 +181,8 @@ class NativeStack:
             env = c.collector_env(
                 region=region, ports=ports, remote_write_endpoint=f"{prom}/api/v1/write",
                 tempo_endpoint=dead_tempo, traces_file=self.traces_file(region), host=host,
-                metrics_interval=self.config.metrics_interval,
+                metrics_interval=self.config.metrics_interval, metrics_export=self.config.metrics_export,
+                otlp_endpoint=f"{prom}/api/v1/otlp",
             )  # fmt: skip
             self._start(
                 Service(f"collector-{region}", "collector", region, f"http://{host}:{ports.otlp_http}",
