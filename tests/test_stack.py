@@ -80,6 +80,28 @@ def test_missing_binary_says_how_to_get_it(monkeypatch: pytest.MonkeyPatch) -> N
         components.require_prometheus()
 
 
+def test_prometheus_2_on_path_is_not_taken_for_3(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Debian's 2.42 lacks the OTLP receiver and the config the stack uses: only a 3.x on PATH will do.
+    for version in ("2.42.0", "3.14.0"):
+        fake = tmp_path / version / "prometheus"
+        fake.parent.mkdir()
+        fake.write_text(f"#!/bin/sh\necho 'prometheus, version {version} (branch: HEAD)'\n")
+        fake.chmod(0o755)
+    monkeypatch.setattr(components, "PROMETHEUS_DIST", tmp_path / "not-built")
+    monkeypatch.setenv("PATH", str(tmp_path / "2.42.0"))
+    assert components.find_prometheus() is None
+    monkeypatch.setenv("PATH", str(tmp_path / "3.14.0"))
+    assert components.find_prometheus() == tmp_path / "3.14.0" / "prometheus"
+
+
+def test_unknown_metrics_export_is_a_clear_error(tmp_path: Path) -> None:
+    stack = NativeStack(
+        StackConfig(regions=("paris",), run_dir=tmp_path, metrics_export="carrier-pigeon"), Supervisor()
+    )
+    with pytest.raises(StackError, match=r"carrier-pigeon.*remote_write, otlp"):
+        stack.start()
+
+
 def test_down_and_status_without_a_stack_say_so(tmp_path: Path) -> None:
     for command in ("down", "status"):
         result = subprocess.run(
