@@ -31,9 +31,10 @@ models: $(MODELS)/.built
 collector:
 	collector/build.sh
 
-# Debian's Prometheus for the native stack and its tests (apt-get; needs root).
+# Prometheus 3 and promtool at the version compose pins, built from the Prometheus Go module (needs Go)
+# into collector/dist/prometheus/; reused while collector/versions.env and the script are unchanged.
 prometheus:
-	collector/install-prometheus.sh
+	collector/build-prometheus.sh
 
 run: setup
 	$(BIN)/edgeharness run --out runs/latest
