@@ -156,7 +156,13 @@ def fired(slo: str, region: str, *tiers: int) -> list[dict[str, Any]]:
 
 def promtool_test(tmp_path: Path, inputs: list[dict[str, str]], checks: list[tuple[str, list[dict[str, Any]]]]) -> str:
     rules = tmp_path / "slo.yml"
-    rules.write_text(render(load_slo(slo_file(tmp_path, BURN_SLO))))
+    groups = yaml.safe_load(render(load_slo(slo_file(tmp_path, BURN_SLO))))
+    # promtool compares annotations too, and the summary quotes the burn rate ($value) of the moment:
+    # these tests check which alerts fire when; `promtool check rules` checks the annotation templates.
+    for group in groups["groups"]:
+        for rule in group["rules"]:
+            rule.pop("annotations", None)
+    rules.write_text(yaml.safe_dump(groups, sort_keys=False))
     doc = {
         "rule_files": [rules.name],
         "evaluation_interval": "1m",
