@@ -192,12 +192,17 @@ def rule_groups(spec: SloSpec, buckets_s: Sequence[float] | None = None) -> dict
         )
     records: list[dict[str, Any]] = []
     for sli in items:
+        # Static labels tell the rules of one SLO (and of a region with its own thresholds) apart, so no two
+        # rules record the same series name and labels (promtool's duplicate-rules lint).
+        labels = {"slo": sli.slo}
+        if sli.selector.startswith("cloud_region=\""):
+            labels["cloud_region"] = sli.selector.split('"')[1]
         for window in windows(spec):
             records.append(
                 {
                     "record": ERROR_RATIO.format(window=window),
                     "expr": sli.error_ratio(window),
-                    "labels": {"slo": sli.slo},
+                    "labels": labels,
                 }
             )
         for window in windows(spec):
@@ -206,12 +211,14 @@ def rule_groups(spec: SloSpec, buckets_s: Sequence[float] | None = None) -> dict
                 {
                     "record": BURN_RATE.format(window=window),
                     "expr": f'{ratio}{{slo="{sli.slo}", {sli.selector}}} / {_number(sli.budget)}',
+                    "labels": labels,
                 }
             )
         records.append(
             {
                 "record": BUDGET_REMAINING,
                 "expr": f'1 - {BURN_RATE.format(window=spec.window)}{{slo="{sli.slo}", {sli.selector}}}',
+                "labels": labels,
             }
         )
     alerts = [_alert(tier, spec.window) for tier in TIERS]

@@ -126,7 +126,11 @@ def test_the_command_writes_checks_and_reports_bad_input(tmp_path: Path) -> None
 def test_promtool_accepts_the_generated_and_committed_rules(tmp_path: Path) -> None:
     strict = tmp_path / "strict.yml"
     strict.write_text(render(load_slo("strict")))
-    result = run_promtool("check", "rules", DEFAULT_RULES, strict)
+    regional = tmp_path / "regional.yml"
+    text = "defaults: {error_rate: 0.01, server_latency_ms: {p99: 10}}\nregions:\n  nairobi: {error_rate: 0.05}\n"
+    regional.write_text(render(load_slo(slo_file(tmp_path, text))))
+    # --lint-fatal: no two rules may record the same series (duplicate-rules lint), regions included.
+    result = run_promtool("check", "rules", "--lint-fatal", DEFAULT_RULES, strict, regional)
     assert result.returncode == 0, result.stdout + result.stderr
 
 
