@@ -157,7 +157,8 @@ def latency(
     )
     for ref, q in (("A", 0.5), ("B", 0.95), ("C", 0.99)):
         expr = (native_quantile if native else quantile)(q, metric, selector, by)
-        panel = panel.with_target(query(expr, f"{label} p{round(q * 100)}", ref, exemplar=ref == "A"))
+        # Prometheus keeps no exemplars of native histograms that arrive by remote write.
+        panel = panel.with_target(query(expr, f"{label} p{round(q * 100)}", ref, exemplar=ref == "A" and not native))
     return panel
 
 
@@ -343,7 +344,7 @@ def latency_row() -> list[cogbuilder.Builder[Any]]:
             "Server span latency by region (span metrics)",
             "Does the trace pipeline agree with the handler's own histogram? p50/p95/p99 of server spans from "
             "the collectors' span_metrics connector, an exponential (Prometheus native) histogram: exact to a "
-            "few percent at any latency, no bucket bounds to tune; exemplars open the trace in Tempo.",
+            "few percent at any latency, no bucket bounds to tune.",
             SPANS,
             f'{REGION}, span_kind="SPAN_KIND_SERVER"',
             SERVER_BY,

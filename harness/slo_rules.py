@@ -195,7 +195,7 @@ def rule_groups(spec: SloSpec, buckets_s: Sequence[float] | None = None) -> dict
         # Static labels tell the rules of one SLO (and of a region with its own thresholds) apart, so no two
         # rules record the same series name and labels (promtool's duplicate-rules lint).
         labels = {"slo": sli.slo}
-        if sli.selector.startswith("cloud_region=\""):
+        if sli.selector.startswith('cloud_region="'):
             labels["cloud_region"] = sli.selector.split('"')[1]
         for window in windows(spec):
             records.append(

@@ -172,7 +172,10 @@ def test_prometheus_exemplars_link_to_tempo(committed):
     with_exemplars = [
         p["title"] for p in dashboards.iter_panels(committed) if any(t.get("exemplar") for t in p["targets"])
     ]
-    assert {"Server latency by region (warm)", "Server span latency by region (span metrics)"} <= set(with_exemplars)
+    assert "Server latency by region (warm)" in with_exemplars
+    # Span latency is a native histogram: Prometheus keeps none of its remote-written exemplars, so asking
+    # for them would only cost a query (tests/test_collector.py finds the trace ids on the calls counter).
+    assert "Server span latency by region (span metrics)" not in with_exemplars
 
 
 def test_dashboard_provider_loads_the_folder_compose_mounts():
