@@ -214,13 +214,15 @@ def test_metrics_traces_and_exemplars_reach_prometheus_per_region(stack: NativeS
                "request-duration histograms for every region")  # fmt: skip
     wait_for(lambda: regions_of('sum by (cloud_region) (faas_coldstarts_total{edgeharness_coldstart_kind="model"})'),
                30, "model cold-start counters for every region")  # fmt: skip
-    wait_for(lambda: regions_of("count by (cloud_region) (traces_span_metrics_duration_milliseconds_bucket)"), 30,
-               "span-metrics histograms for every region")  # fmt: skip
+    # Span latency is a native histogram: one series, no _bucket.
+    wait_for(lambda: regions_of("count by (cloud_region) (histogram_count(traces_span_metrics_duration_milliseconds))"),
+             30, "span-metrics native histograms for every region")  # fmt: skip
     wait_for(lambda: regions_of("sum by (cloud_region) (otelcol_receiver_accepted_spans_total)"), 30,
                "the collectors' own telemetry for every region")  # fmt: skip
 
-    # Exemplars link latency samples to trace ids, on the handler's histogram and on span metrics.
-    for metric in ("http_server_request_duration_seconds_bucket", "traces_span_metrics_duration_milliseconds_bucket"):
+    # Exemplars link latency samples to trace ids, on the handler's histogram and on span metrics (the calls
+    # counter: Prometheus keeps no remote-written exemplars of the native latency histogram).
+    for metric in ("http_server_request_duration_seconds_bucket", "traces_span_metrics_calls_total"):
         exemplars = wait_for(lambda m=metric: prom.exemplars(m), 30, f"exemplars on {metric}")
         trace_ids = {e["labels"].get("trace_id") for series in exemplars for e in series["exemplars"]}
         assert all(t and len(t) == 32 for t in trace_ids), trace_ids
