@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 import statistics
 import subprocess
 import sys
@@ -349,3 +350,42 @@ def test_native_stack_runs_the_config_files_compose_mounts(tmp_path: Path) -> No
         assert set(service["environment"]) <= set(native_env), set(service["environment"]) - set(native_env)
     # And Prometheus runs with the same feature flags.
     assert set(components.prometheus_flags()) <= set(services["prometheus"]["command"])
+
+
+@pytest.mark.integration
+def test_the_stack_over_otlp_gives_the_series_of_remote_write(models_dir: Path, tmp_path: Path) -> None:  # noqa: F811
+    # `up --metrics-export otlp`: the collectors send metrics to Prometheus 3's OTLP receiver. The handler's
+    # series keep their names, their cloud_region label and their le bounds (the SLO rules count le="0.01").
+    require_components()
+    sup = Supervisor()
+    try:
+        for _attempt in range(5):
+            config = StackConfig(regions=("nairobi",), run_dir=tmp_path / "stack",
+                                 base_port=random.randrange(26000, 32000, 100), models_dir=models_dir,
+                                 metrics_interval="1s", metrics_export="otlp")  # fmt: skip
+            stack = NativeStack(config, sup)
+            try:
+                stack.start()
+                break
+            except StackError:
+                sup.stop_all()
+        else:
+            pytest.fail("the native stack did not start")
+        assert stack.service("collector-nairobi").kind == "collector"
+        prom = PrometheusClient(stack.plan.prometheus_url)
+        body = jpeg(seed=3)
+        for _ in range(5):
+            assert classify(stack.plan.handler_url("nairobi"), body).status_code == 200
+        bucket = 'http_server_request_duration_seconds_bucket{cloud_region="nairobi", le="0.01"}'
+        series = wait_for(lambda: prom.query(bucket), 60, "the handler's histogram over OTLP")
+        assert series[0]["metric"]["edgeharness_pop"] == "nairobi"
+        # Prometheus's own request counters: OTLP requests answered, none on the remote-write endpoint.
+        own = httpx.get(f"{stack.plan.prometheus_url}/metrics", timeout=10).text
+
+        def requests(handler: str) -> float:
+            pattern = rf'prometheus_http_requests_total{{code="2\d\d",handler="{re.escape(handler)}"}} (\S+)'
+            return sum(float(v) for v in re.findall(pattern, own))
+
+        assert requests("/api/v1/otlp/v1/metrics") > 0 and requests("/api/v1/write") == 0
+    finally:
+        sup.stop_all()
