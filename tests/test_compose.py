@@ -271,3 +271,47 @@ def test_grafana_is_provisioned_from_the_dashboards_folder(services):
     volumes = services["grafana"]["volumes"]
     for folder in ("datasources", "dashboards"):
         assert f"./dashboards/provisioning/{folder}:/etc/grafana/provisioning/{folder}:ro" in volumes
+
+
+# --- optional services and the offline set -------------------------------------------------------
+
+OFFLINE_FILE = REPO / "compose.offline.yaml"
+
+
+class _ComposeLoader(yaml.SafeLoader):
+    """YAML with Compose's merge tags (!reset, !override), read as their plain values."""
+
+
+_ComposeLoader.add_constructor("!reset", lambda loader, node: None)
+_ComposeLoader.add_multi_constructor(
+    "!override",
+    lambda loader, suffix, node: (
+        loader.construct_mapping(node) if isinstance(node, yaml.MappingNode)
+        else loader.construct_sequence(node) if isinstance(node, yaml.SequenceNode)
+        else loader.construct_scalar(node)
+    ),
+)  # fmt: skip
+
+
+def test_grafana_and_tempo_are_optional_and_nothing_else_waits_for_them(services):
+    assert services["tempo"]["profiles"] == ["ui"]
+    assert services["grafana"]["profiles"] == ["ui"]
+    for name, service in services.items():
+        if service.get("profiles"):
+            continue
+        for dependency in service.get("depends_on", {}):
+            assert not services[dependency].get("profiles"), f"{name} depends on {dependency}, an optional service"
+
+
+def test_the_offline_file_runs_every_default_service_from_local_images(services):
+    offline = yaml.load(OFFLINE_FILE.read_text(), Loader=_ComposeLoader)["services"]
+    assert offline.keys() == {name for name, service in services.items() if not service.get("profiles")}
+    for name, service in offline.items():
+        image, upstream = service["image"], services[name]["image"]
+        assert image.split("/")[0].split(":")[0] == "edgeharness", f"{name}: {image} is not a local name"
+        assert service["pull_policy"] == "never", name
+        if "build" in services[name]:
+            assert image == "edgeharness:offline" and "build" in service and service["build"] is None, name
+        else:
+            # The same version as the upstream image it stands in for.
+            assert image.rpartition(":")[2] == upstream.rpartition(":")[2].removeprefix("v"), (name, upstream)
