@@ -21,10 +21,11 @@ WORKDIR /app
 # package, is enough for pip to resolve and install every dependency. This happens in a throwaway folder:
 # setuptools leaves build/lib (and egg-info) behind, and a later `pip install .` in the same folder would
 # copy that stale empty package instead of the real sources (its files are newer than the copied ones).
+# README.md is left out (an empty one stands in), so editing it does not reinstall every dependency.
 # pip's own configuration may come in as the optional build secrets `pip.conf` (an index, a proxy) and
 # `pip-ca` (a CA bundle, used in place of the one pip.conf names, which is a path on the build machine):
 # mounted for the RUN only, so no layer of the image holds them. Without them pip uses its defaults.
-COPY pyproject.toml README.md* /tmp/deps/
+COPY pyproject.toml /tmp/deps/
 RUN --mount=type=secret,id=pip.conf,target=/etc/pip.conf --mount=type=secret,id=pip-ca \
     if [ -f /run/secrets/pip-ca ]; then export PIP_CERT=/run/secrets/pip-ca; fi \
     && cd /tmp/deps && mkdir -p harness && touch harness/__init__.py README.md \
