@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Docker Compose, built from its Go module and installed as the docker CLI plugin `docker-compose`
 # (no registry or release download here). The binary is cached under .cache/compose/ in the repository
-# (ignored by git) and reused while the pin is unchanged, so a second run costs a copy.
+# (ignored by git) and reused while the pin is unchanged, so a second run costs a copy; an installed
+# plugin of the pinned version is reused as it is.
 #
 # Pinned to v5.6.0: v5.7 needs a newer Go than these machines have. `go install module/cmd@version`
 # refuses the module (its go.mod has replace directives), so the module's source is downloaded, copied
@@ -15,6 +16,14 @@ root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cache="$root/.cache/compose"
 binary="$cache/docker-compose-v$version"
 plugin_dir="${DOCKER_CONFIG:-$HOME/.docker}/cli-plugins"
+
+# A clean clone on a machine that already has the pinned plugin installed (a CI machine's second run)
+# reuses it: the plugin lives outside the clone.
+installed="$(docker compose version --short 2>/dev/null || true)"
+if [[ "${1:-}" != "--force" && ! -x "$binary" && "${installed#v}" == "$version" ]]; then
+  echo "build-compose.sh: Docker Compose v$version is installed already ($plugin_dir/docker-compose or elsewhere)"
+  exit 0
+fi
 
 if [[ "${1:-}" == "--force" || ! -x "$binary" ]]; then
   if ! command -v go >/dev/null 2>&1 && [[ -x /usr/local/go/bin/go ]]; then
