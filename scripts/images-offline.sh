@@ -16,6 +16,7 @@ root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 base="${EDGE_BASE_IMAGE:-edgeharness/debian-python:bookworm}"
 contexts="$root/.cache/images/contexts"
+label="edgeharness.build=images-offline"
 
 docker info >/dev/null 2>&1 || { echo "images-offline.sh: no Docker engine answers: scripts/engine.sh start (as root)" >&2; exit 1; }
 
@@ -70,7 +71,7 @@ require_version() {  # binary, expected version
 collector_image() {
   collector/build.sh
   require_version collector/dist/otelcol "$OTELCOL_VERSION"
-  scripts/docker-build.sh --progress plain --build-arg "BASE_IMAGE=$base" --build-arg "OTELCOL_VERSION=$OTELCOL_VERSION" \
+  scripts/docker-build.sh --progress plain --label "$label" --build-arg "BASE_IMAGE=$base" --build-arg "OTELCOL_VERSION=$OTELCOL_VERSION" \
     -f offline/otelcol.Dockerfile -t "edgeharness/otelcol:$OTELCOL_VERSION" \
     "$(stage otelcol collector/dist/otelcol)"
 }
@@ -84,7 +85,7 @@ prometheus_image() {
     || { echo "images-offline.sh: $dist/{prometheus,promtool} missing: build them with collector/build-prometheus.sh" >&2; exit 1; }
   require_version "$dist/prometheus" "$PROMETHEUS_VERSION"
   require_version "$dist/promtool" "$PROMETHEUS_VERSION"
-  scripts/docker-build.sh --progress plain --build-arg "BASE_IMAGE=$base" --build-arg "PROMETHEUS_VERSION=$PROMETHEUS_VERSION" \
+  scripts/docker-build.sh --progress plain --label "$label" --build-arg "BASE_IMAGE=$base" --build-arg "PROMETHEUS_VERSION=$PROMETHEUS_VERSION" \
     -f offline/prometheus.Dockerfile -t "edgeharness/prometheus:$PROMETHEUS_VERSION" \
     "$(stage prometheus "$dist/prometheus" "$dist/promtool")"
 }
@@ -93,6 +94,8 @@ started=$SECONDS
 step "$base" scripts/debian-base.sh
 step "edgeharness/otelcol:$OTELCOL_VERSION" collector_image
 step "edgeharness/prometheus:$PROMETHEUS_VERSION" prometheus_image
-step "edgeharness:offline" scripts/build-project-image.sh --base "$base" --tag edgeharness:offline
+step "edgeharness:offline" scripts/build-project-image.sh --base "$base" --tag edgeharness:offline -- --label "$label"
+# A rebuild leaves the image it replaced untagged: remove those of ours (the build cache stays).
+docker image prune --force --filter "label=$label" >/dev/null
 echo "images-offline.sh: every offline image ready in $((SECONDS - started)) s"
 docker image ls --format '  {{.Repository}}:{{.Tag}}  {{.Size}}' | grep -E '^  edgeharness' | grep -v image-test || true
