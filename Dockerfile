@@ -1,6 +1,12 @@
 # The edgeharness project image: the reference handler (`edgeharness serve`), the model server
 # (`python -m http.server` over /app/models) and Locust (loadtests/) all run from it in compose.yaml.
-FROM python:3.11.13-slim-bookworm
+#
+# BASE_IMAGE: any Debian-based image whose `python` and `pip` on PATH are Python 3.11 to 3.13. The
+# default is the pinned upstream image; scripts/images-offline.sh passes a local debootstrap one.
+# No `# syntax=` line on purpose: it would pull a frontend image; the engine's built-in Dockerfile
+# frontend (BuildKit) already supports the RUN --mount=type=secret used below.
+ARG BASE_IMAGE=python:3.11.13-slim-bookworm
+FROM ${BASE_IMAGE}
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
@@ -15,8 +21,14 @@ WORKDIR /app
 # package, is enough for pip to resolve and install every dependency. This happens in a throwaway folder:
 # setuptools leaves build/lib (and egg-info) behind, and a later `pip install .` in the same folder would
 # copy that stale empty package instead of the real sources (its files are newer than the copied ones).
-COPY pyproject.toml README.md* /tmp/deps/
-RUN cd /tmp/deps && mkdir -p harness && touch harness/__init__.py README.md \
+# README.md is left out (an empty one stands in), so editing it does not reinstall every dependency.
+# pip's own configuration may come in as the optional build secrets `pip.conf` (an index, a proxy) and
+# `pip-ca` (a CA bundle, used in place of the one pip.conf names, which is a path on the build machine):
+# mounted for the RUN only, so no layer of the image holds them. Without them pip uses its defaults.
+COPY pyproject.toml /tmp/deps/
+RUN --mount=type=secret,id=pip.conf,target=/etc/pip.conf --mount=type=secret,id=pip-ca \
+    if [ -f /run/secrets/pip-ca ]; then export PIP_CERT=/run/secrets/pip-ca; fi \
+    && cd /tmp/deps && mkdir -p harness && touch harness/__init__.py README.md \
     && pip install . \
     && pip uninstall -y edgeharness \
     && cd / && rm -rf /tmp/deps
@@ -24,7 +36,10 @@ RUN cd /tmp/deps && mkdir -p harness && touch harness/__init__.py README.md \
 COPY pyproject.toml README.md* ./
 COPY harness ./harness
 COPY loadtests ./loadtests
-RUN pip install --no-deps . && rm -rf build ./*.egg-info
+# The build backend (setuptools) is fetched by pip too, hence the secrets again.
+RUN --mount=type=secret,id=pip.conf,target=/etc/pip.conf --mount=type=secret,id=pip-ca \
+    if [ -f /run/secrets/pip-ca ]; then export PIP_CERT=/run/secrets/pip-ca; fi \
+    && pip install --no-deps . && rm -rf build ./*.egg-info
 
 # The reference models are built from code (no download), deterministically, at image build time.
 RUN edgeharness model build --out /app/models

@@ -8,7 +8,7 @@ STAMPS := .stamps
 MODELS := models
 MODEL_SOURCES := $(wildcard harness/model/*.py)
 
-.PHONY: setup run test lint models collector prometheus clean
+.PHONY: setup run test lint models collector prometheus clean compose-plugin images-offline
 
 setup: $(STAMPS)/venv $(MODELS)/.built
 
@@ -35,6 +35,15 @@ collector:
 # into collector/dist/prometheus/; reused while collector/versions.env and the script are unchanged.
 prometheus:
 	collector/build-prometheus.sh
+
+# Docker Compose v5.6.0 as the docker CLI plugin, built from its Go module (needs Go); cached in .cache/compose.
+compose-plugin:
+	scripts/build-compose.sh
+
+# Every image compose.offline.yaml runs, built on this machine under local names (needs a running engine:
+# scripts/engine.sh start; Go; root for the Debian base). Reuses what is already built.
+images-offline: collector
+	scripts/images-offline.sh
 
 run: setup
 	$(BIN)/edgeharness run --out runs/latest

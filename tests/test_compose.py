@@ -4,13 +4,18 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.metadata
+import json
+import os
 import re
+import subprocess
+import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
+from container_fixtures import HOW_TO_GET_COMPOSE, compose_available, require
 
 REPO = Path(__file__).resolve().parents[1]
 COMPOSE_FILE = REPO / "compose.yaml"
@@ -18,43 +23,57 @@ SCHEMA = REPO.parent / "shared" / "schemas" / "compose-spec.json"
 COLLECTOR = REPO / "collector"
 TEST_ENV = {"GF_ADMIN_PASSWORD": "not-a-default"}
 
-# ${VAR}, ${VAR:-default}, ${VAR-default}, ${VAR:?error}, ${VAR?error}, $VAR; $$ is a literal $.
-_INTERPOLATION = re.compile(
-    r"\$(?:(?P<escaped>\$)|\{(?P<braced>\w+)(?:(?P<op>:?[-?])(?P<arg>[^}]*))?\}|(?P<plain>\w+))"
-)
+# Variables compose.yaml reads: `docker compose config` gets only these (and no .env file), so the
+# model does not depend on the machine's environment.
+COMPOSE_VARIABLES = ("GF_ADMIN_PASSWORD", "EDGE_PROFILE", "LOCUST_WORKERS", "EDGE_MODEL_SHA256")
 
 
-class InterpolationError(ValueError):
-    """A required variable (${VAR:?message}) is unset."""
+class ComposeConfigError(ValueError):
+    """`docker compose config` refused the files (a required variable unset, an invalid file)."""
 
 
-def interpolate(value: Any, env: Mapping[str, str]) -> Any:
-    """Compose's variable interpolation over every string of the document."""
-    if isinstance(value, dict):
-        return {k: interpolate(v, env) for k, v in value.items()}
-    if isinstance(value, list):
-        return [interpolate(v, env) for v in value]
-    if not isinstance(value, str):
-        return value
-
-    def replace(match: re.Match[str]) -> str:
-        if match.group("escaped"):
-            return "$"
-        name = match.group("braced") or match.group("plain")
-        op, arg = match.group("op"), match.group("arg") or ""
-        current = env.get(name)
-        missing = current is None or (op is not None and op.startswith(":") and current == "")
-        if op in (":?", "?") and missing:
-            raise InterpolationError(f"{name}: {arg}")
-        if op in (":-", "-") and missing:
-            return arg
-        return current or ""
-
-    return _INTERPOLATION.sub(replace, value)
+def compose_config(env: Mapping[str, str] = TEST_ENV, files: tuple[Path, ...] = (COMPOSE_FILE,)) -> dict[str, Any]:
+    """The model Docker Compose itself makes of the files: its interpolation, merging and validation, with
+    every profile (ui included). Paths stay as written (./collector/...)."""
+    require(compose_available(), "the Docker Compose plugin", HOW_TO_GET_COMPOSE)
+    machine = {k: v for k, v in os.environ.items() if k not in COMPOSE_VARIABLES}
+    with tempfile.NamedTemporaryFile("w", suffix=".env") as no_env_file:
+        argv = ["docker", "compose", "--project-directory", str(REPO), "--env-file", no_env_file.name]
+        for file in files:
+            argv += ["-f", str(file)]
+        argv += ["--profile", "*", "config", "--format", "json", "--no-path-resolution"]
+        result = subprocess.run(argv, capture_output=True, text=True, env={**machine, **env}, timeout=60, check=False)
+    if result.returncode != 0:
+        raise ComposeConfigError(result.stderr.strip())
+    return json.loads(result.stdout)
 
 
-def load(env: Mapping[str, str] = TEST_ENV) -> dict[str, Any]:
-    return interpolate(yaml.safe_load(COMPOSE_FILE.read_text()), env)
+def raw_compose_file() -> dict[str, Any]:
+    """compose.yaml as YAML alone (anchors merged, variables not interpolated)."""
+    return yaml.safe_load(COMPOSE_FILE.read_text())
+
+
+def bind_mounts(service: Mapping[str, Any]) -> list[str]:
+    """The service's bind mounts as `source:target[:ro]`, from the short or the long syntax."""
+    mounts = []
+    for volume in service.get("volumes", []):
+        if isinstance(volume, str):
+            if volume.startswith((".", "/")):
+                mounts.append(volume)
+        elif volume.get("type") == "bind":
+            mounts.append(f"{volume['source']}:{volume['target']}" + (":ro" if volume.get("read_only") else ""))
+    return mounts
+
+
+def published_ports(service: Mapping[str, Any]) -> list[str]:
+    """The service's published ports as `host_ip:published:target`, from the short or the long syntax."""
+    ports = []
+    for port in service.get("ports", []):
+        if isinstance(port, dict):
+            ports.append(f"{port.get('host_ip', '')}:{port.get('published', '')}:{port['target']}")
+        else:
+            ports.append(str(port))
+    return ports
 
 
 def versions() -> dict[str, str]:
@@ -68,7 +87,7 @@ def versions() -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def compose() -> dict[str, Any]:
-    return load()
+    return compose_config()
 
 
 @pytest.fixture(scope="module")
@@ -83,21 +102,18 @@ def services_named(services: dict[str, dict[str, Any]], prefix: str) -> dict[str
 # --- the spec -------------------------------------------------------------------------------------
 
 
-def test_compose_validates_against_the_compose_spec(compose):
-    import json
-
+def test_compose_validates_against_the_compose_spec():
+    """The JSON Schema check, for machines without the Compose plugin (docker compose config validates too)."""
     import jsonschema
 
     if not SCHEMA.is_file():
         pytest.fail(f"Compose spec schema not found at {SCHEMA}: check out shared/ beside the repository")
     schema = json.loads(SCHEMA.read_text())
-    errors = sorted(jsonschema.Draft7Validator(schema).iter_errors(compose), key=lambda e: list(e.path))
+    errors = sorted(jsonschema.Draft7Validator(schema).iter_errors(raw_compose_file()), key=lambda e: list(e.path))
     assert not errors, "\n".join(f"{'/'.join(map(str, e.path))}: {e.message}" for e in errors)
 
 
 def test_the_schema_check_catches_a_bad_file():
-    import json
-
     import jsonschema
 
     if not SCHEMA.is_file():
@@ -106,17 +122,17 @@ def test_the_schema_check_catches_a_bad_file():
     assert list(jsonschema.Draft7Validator(json.loads(SCHEMA.read_text())).iter_errors(bad))
 
 
-def test_interpolation_follows_compose_rules():
-    env = {"SET": "v", "EMPTY": ""}
-    assert interpolate("${SET} ${UNSET:-d} ${EMPTY:-d} ${EMPTY-d} $$x $SET", env) == "v d d  $x v"
-    with pytest.raises(InterpolationError, match="need it"):
-        interpolate("${EMPTY:?need it}", env)
+def test_compose_itself_rejects_a_bad_file(tmp_path):
+    bad = tmp_path / "compose.yaml"
+    bad.write_text("services:\n  x:\n    image: a:1\n    depends_on: {y: {condition: when_ready}}\n")
+    with pytest.raises(ComposeConfigError):
+        compose_config(files=(bad,))
 
 
 def test_grafana_has_no_default_admin_password():
-    with pytest.raises(InterpolationError, match="GF_ADMIN_PASSWORD"):
-        load({})
-    grafana = load()["services"]["grafana"]
+    with pytest.raises(ComposeConfigError, match="GF_ADMIN_PASSWORD"):
+        compose_config({})
+    grafana = compose_config()["services"]["grafana"]
     assert grafana["environment"]["GF_SECURITY_ADMIN_PASSWORD"] == TEST_ENV["GF_ADMIN_PASSWORD"]
     assert grafana["environment"]["GF_AUTH_ANONYMOUS_ENABLED"] == "false"
     example = (REPO / ".env.example").read_text()
@@ -129,11 +145,10 @@ def test_grafana_has_no_default_admin_password():
 def test_every_mounted_or_built_path_exists(services):
     checked = 0
     for name, service in services.items():
-        for volume in service.get("volumes", []):
-            source = volume.split(":", 1)[0] if isinstance(volume, str) else volume.get("source", "")
-            if source.startswith((".", "/")):
-                assert (REPO / source).exists(), f"{name} mounts {source}, which does not exist"
-                checked += 1
+        for mount in bind_mounts(service):
+            source = mount.split(":", 1)[0]
+            assert (REPO / source).exists(), f"{name} mounts {source}, which does not exist"
+            checked += 1
         build = service.get("build")
         if build:
             context = REPO / build["context"]
@@ -150,7 +165,9 @@ def test_the_dockerfile_copies_only_what_exists():
         for source in sources.split():
             if "*" not in source:
                 assert (REPO / source).exists(), f"Dockerfile copies {source}, which does not exist"
-    assert re.search(r"^FROM python:3\.11\.\d+-slim", dockerfile, re.MULTILINE)
+    # The base is a build argument (scripts/images-offline.sh passes a local one); the default stays pinned.
+    base = r"^ARG BASE_IMAGE=python:3\.11\.\d+-slim-bookworm\nFROM \$\{BASE_IMAGE\}$"
+    assert re.search(base, dockerfile, re.MULTILINE)
     assert "edgeharness model build --out /app/models" in dockerfile
 
 
@@ -200,7 +217,7 @@ def test_prometheus_runs_with_the_flags_and_config_of_the_native_stack(services)
     prometheus = services["prometheus"]
     assert flags and set(flags) <= set(prometheus["command"])
     assert prometheus["image"].startswith("prom/prometheus:v3.")
-    assert "./collector/prometheus.yml:/etc/prometheus/prometheus.yml:ro" in prometheus["volumes"]
+    assert "./collector/prometheus.yml:/etc/prometheus/prometheus.yml:ro" in bind_mounts(prometheus)
     assert "--config.file=/etc/prometheus/prometheus.yml" in prometheus["command"]
 
 
@@ -214,10 +231,10 @@ def test_every_service_has_a_memory_limit(services):
 
 def test_published_ports_are_bound_to_loopback(services):
     for name, service in services.items():
-        for port in service.get("ports", []):
-            assert str(port).startswith("127.0.0.1:"), f"{name} publishes {port} beyond loopback"
-    assert services["grafana"]["ports"] == ["127.0.0.1:3000:3000"]
-    assert services["locust-master"]["ports"] == ["127.0.0.1:8089:8089"]
+        for port in published_ports(service):
+            assert port.startswith("127.0.0.1:"), f"{name} publishes {port} beyond loopback"
+    assert published_ports(services["grafana"]) == ["127.0.0.1:3000:3000"]
+    assert published_ports(services["locust-master"]) == ["127.0.0.1:8089:8089"]
 
 
 def test_collectors_get_every_variable_their_config_requires(services):
@@ -229,7 +246,7 @@ def test_collectors_get_every_variable_their_config_requires(services):
         assert required <= env.keys(), f"{name} lacks {required - env.keys()}"
         assert env["REGION"] == name.removeprefix("collector-")
         assert env["OTELCOL_HOST"] == "0.0.0.0"
-        assert "./collector/otelcol.yaml:/etc/otelcol/otelcol.yaml:ro" in service["volumes"]
+        assert "./collector/otelcol.yaml:/etc/otelcol/otelcol.yaml:ro" in bind_mounts(service)
         assert service["command"] == ["--config=/etc/otelcol/otelcol.yaml"]
 
 
@@ -266,6 +283,50 @@ def test_locust_targets_every_handler(services):
 
 
 def test_grafana_is_provisioned_from_the_dashboards_folder(services):
-    volumes = services["grafana"]["volumes"]
+    grafana = services["grafana"]
     for folder in ("datasources", "dashboards"):
-        assert f"./dashboards/provisioning/{folder}:/etc/grafana/provisioning/{folder}:ro" in volumes
+        assert f"./dashboards/provisioning/{folder}:/etc/grafana/provisioning/{folder}:ro" in bind_mounts(grafana)
+
+
+# --- optional services and the offline set -------------------------------------------------------
+
+OFFLINE_FILE = REPO / "compose.offline.yaml"
+
+
+class _ComposeLoader(yaml.SafeLoader):
+    """YAML with Compose's merge tags (!reset, !override), read as their plain values."""
+
+
+_ComposeLoader.add_constructor("!reset", lambda loader, node: None)
+_ComposeLoader.add_multi_constructor(
+    "!override",
+    lambda loader, suffix, node: (
+        loader.construct_mapping(node) if isinstance(node, yaml.MappingNode)
+        else loader.construct_sequence(node) if isinstance(node, yaml.SequenceNode)
+        else loader.construct_scalar(node)
+    ),
+)  # fmt: skip
+
+
+def test_grafana_and_tempo_are_optional_and_nothing_else_waits_for_them(services):
+    assert services["tempo"]["profiles"] == ["ui"]
+    assert services["grafana"]["profiles"] == ["ui"]
+    for name, service in services.items():
+        if service.get("profiles"):
+            continue
+        for dependency in service.get("depends_on", {}):
+            assert not services[dependency].get("profiles"), f"{name} depends on {dependency}, an optional service"
+
+
+def test_the_offline_file_runs_every_default_service_from_local_images(services):
+    offline = yaml.load(OFFLINE_FILE.read_text(), Loader=_ComposeLoader)["services"]
+    assert offline.keys() == {name for name, service in services.items() if not service.get("profiles")}
+    for name, service in offline.items():
+        image, upstream = service["image"], services[name]["image"]
+        assert image.split("/")[0].split(":")[0] == "edgeharness", f"{name}: {image} is not a local name"
+        assert service["pull_policy"] == "never", name
+        if "build" in services[name]:
+            assert image == "edgeharness:offline" and "build" in service and service["build"] is None, name
+        else:
+            # The same version as the upstream image it stands in for.
+            assert image.rpartition(":")[2] == upstream.rpartition(":")[2].removeprefix("v"), (name, upstream)
