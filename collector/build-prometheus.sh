@@ -44,9 +44,9 @@ if [[ $force -eq 0 && -x "$dist/prometheus" && -x "$dist/promtool" && -f "$stamp
   exit 0
 fi
 
-export GOMODCACHE="$root/.cache/go/mod"
-export GOCACHE="$root/.cache/go/build"
-export GOPATH="$root/.cache/go/path"
+export GOMODCACHE="${EDGE_CACHE:-$root/.cache}/go/mod"
+export GOCACHE="${EDGE_CACHE:-$root/.cache}/go/build"
+export GOPATH="${EDGE_CACHE:-$root/.cache}/go/path"
 export CGO_ENABLED=0
 export GOWORK=off
 mkdir -p "$GOMODCACHE" "$GOCACHE" "$dist"
@@ -60,7 +60,7 @@ module_dir="$(cd "$root" && go mod download -json "github.com/prometheus/prometh
 
 # The module cache is read-only: build in a writable copy, kept under .cache/go/src so that later
 # builds (another pin, or this script changed) reuse it and Go's build cache.
-src="$root/.cache/go/src/prometheus-$module_version"
+src="${EDGE_CACHE:-$root/.cache}/go/src/prometheus-$module_version"
 if [[ ! -f "$src/go.mod" ]]; then
   rm -rf "$src.tmp"
   mkdir -p "$(dirname "$src")"

@@ -4,9 +4,9 @@
 # the manifest and this script are unchanged (stamp: a hash of them and the Go version).
 #
 # Needs Go (>= the version the builder's go.mod asks for: 1.26 at 0.159.0) on PATH or in
-# /usr/local/go/bin, and the Go module proxy. Module and build caches live under .cache/go in the
-# repository (ignored by git), so CI can cache that one folder. Honors GOFLAGS (e.g. -p=1 on a
-# shared machine). Usage: collector/build.sh [--force]
+# /usr/local/go/bin, and the Go module proxy. Module and build caches live under $EDGE_CACHE/go
+# (default: .cache/go in the repository, ignored by git; .ci/run keeps them outside the clone). Honors
+# GOFLAGS (e.g. -p=1 on a shared machine). Usage: collector/build.sh [--force]
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -59,10 +59,10 @@ if [[ $force -eq 0 && -x "$binary" && -f "$stamp" && "$(cat "$stamp")" == "$want
   exit 0
 fi
 
-export GOMODCACHE="$root/.cache/go/mod"
-export GOCACHE="$root/.cache/go/build"
-export GOBIN="$root/.cache/go/bin"
-export GOPATH="$root/.cache/go/path"
+export GOMODCACHE="${EDGE_CACHE:-$root/.cache}/go/mod"
+export GOCACHE="${EDGE_CACHE:-$root/.cache}/go/build"
+export GOBIN="${EDGE_CACHE:-$root/.cache}/go/bin"
+export GOPATH="${EDGE_CACHE:-$root/.cache}/go/path"
 export CGO_ENABLED=0
 mkdir -p "$GOMODCACHE" "$GOCACHE" "$GOBIN"
 

@@ -13,7 +13,7 @@ set -euo pipefail
 version="${COMPOSE_VERSION:-5.6.0}"
 module="github.com/docker/compose/v5"
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-cache="$root/.cache/compose"
+cache="${EDGE_CACHE:-$root/.cache}/compose"
 binary="$cache/docker-compose-v$version"
 plugin_dir="${DOCKER_CONFIG:-$HOME/.docker}/cli-plugins"
 
@@ -30,7 +30,7 @@ if [[ "${1:-}" == "--force" || ! -x "$binary" ]]; then
     export PATH="/usr/local/go/bin:$PATH"
   fi
   command -v go >/dev/null 2>&1 || { echo "build-compose.sh: go not found (install Go >= 1.25)" >&2; exit 1; }
-  export GOMODCACHE="$root/.cache/go/mod" GOCACHE="$root/.cache/go/build" GOPATH="$root/.cache/go/path"
+  export GOMODCACHE="${EDGE_CACHE:-$root/.cache}/go/mod" GOCACHE="${EDGE_CACHE:-$root/.cache}/go/build" GOPATH="${EDGE_CACHE:-$root/.cache}/go/path"
   export CGO_ENABLED=0 GOWORK=off
   mkdir -p "$cache" "$GOMODCACHE" "$GOCACHE"
   start=$SECONDS

@@ -13,7 +13,7 @@ set -euo pipefail
 image="${EDGE_BASE_IMAGE:-edgeharness/debian-python:bookworm}"
 suite=bookworm
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-cache="$root/.cache/images"
+cache="${EDGE_CACHE:-$root/.cache}/images"
 tarball="$cache/debian-python-$suite.tar"
 force=0
 [[ "${1:-}" == "--force" ]] && force=1

@@ -15,7 +15,7 @@ set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 base="${EDGE_BASE_IMAGE:-edgeharness/debian-python:bookworm}"
-contexts="$root/.cache/images/contexts"
+contexts="${EDGE_CACHE:-$root/.cache}/images/contexts"
 label="edgeharness.build=images-offline"
 
 docker info >/dev/null 2>&1 || { echo "images-offline.sh: no Docker engine answers: scripts/engine.sh start (as root)" >&2; exit 1; }
@@ -30,7 +30,7 @@ fi
 : "${PROMETHEUS_VERSION:?no Prometheus version in collector/versions.env or compose.yaml}"
 
 # Each step's output goes to a log under .cache/images/logs/; a failed step prints its tail.
-logs="$root/.cache/images/logs"
+logs="${EDGE_CACHE:-$root/.cache}/images/logs"
 mkdir -p "$logs"
 step() {
   local name="$1"; shift
