@@ -30,11 +30,12 @@ from opentelemetry.trace.status import Status, StatusCode
 from prometheus_client import CollectorRegistry, generate_latest
 from telemetry_fixtures import DEADLINE_S, MakeReceiver, sample_lines, sample_value, wait_for
 
-from harness.handler import telemetry as telemetry_module
-from harness.handler.metric_reader import ScrapeAndPushReader
-from harness.handler.otlp_traces import OTLPHTTPSpanExporter, SpanEncoder
-from harness.handler.spans import SpanRecorder, span_in_context
-from harness.handler.telemetry import CUMULATIVE_TEMPORALITY, DeferredRecorder, Telemetry, TelemetrySettings
+from harness.handler.telemetry import sdk as telemetry_module
+from harness.handler.telemetry.metric_reader import ScrapeAndPushReader
+from harness.handler.telemetry.otlp_traces import OTLPHTTPSpanExporter, SpanEncoder
+from harness.handler.telemetry.records import TelemetrySettings
+from harness.handler.telemetry.sdk import CUMULATIVE_TEMPORALITY, DeferredRecorder, Telemetry
+from harness.handler.telemetry.spans import SpanRecorder, span_in_context
 
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
 PARENT_ID = "00f067aa0ba902b7"
@@ -766,7 +767,7 @@ def test_the_thread_pauses_between_records_and_an_explicit_drain_does_not(
             pauses.append((threading.current_thread().name, seconds))
         real_sleep(seconds)
 
-    monkeypatch.setattr(telemetry_module.time, "sleep", sleep)
+    monkeypatch.setattr(time, "sleep", sleep)
     sink = Sink()
     recorder = recorders(sink, window_s=0.05, pause_s=0.0002)
     for i in range(4):

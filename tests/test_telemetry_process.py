@@ -20,11 +20,11 @@ from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportM
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from telemetry_fixtures import MakeReceiver, sample_lines, sample_value, wait_for
 
-from harness.handler.telemetry_link import (
+from harness.handler.telemetry.link import TelemetryProcess
+from harness.handler.telemetry.records import (
     InitEvent,
     ModelLoaded,
     RequestRecord,
-    TelemetryProcess,
     TelemetrySettings,
     TelemetryUnavailable,
 )
@@ -153,7 +153,8 @@ def test_while_it_cannot_start_scrapes_are_unavailable_and_losses_are_kept(
 def test_the_process_ends_when_its_handler_dies() -> None:
     script = (
         "import os\n"
-        "from harness.handler.telemetry_link import TelemetryProcess, TelemetrySettings\n"
+        "from harness.handler.telemetry.link import TelemetryProcess\n"
+        "from harness.handler.telemetry.records import TelemetrySettings\n"
         "p = TelemetryProcess(TelemetrySettings('s', '1', 'r', 'p'))\n"
         "p.start(lambda: 0, lambda: 0, lambda: True)\n"
         "p.scrape()\n"

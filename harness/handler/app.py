@@ -27,15 +27,14 @@ from harness.handler.errors import HandlerError
 from harness.handler.lifecycle import ColdStart, LoadedModel, ModelRuntime
 from harness.handler.openapi import MAX_TOP_K, openapi_document
 from harness.handler.settings import HandlerSettings
-from harness.handler.telemetry_link import (
+from harness.handler.telemetry.link import TelemetrySink, make_telemetry
+from harness.handler.telemetry.records import (
     CLASSIFY_ROUTE,
     InitEvent,
     ModelLoaded,
     RequestRecord,
     TelemetrySettings,
-    TelemetrySink,
     TelemetryUnavailable,
-    make_telemetry,
 )
 from harness.handler.workers import WorkerPool
 from harness.model.store import ModelError, ModelInfo, ModelStore

@@ -1,6 +1,6 @@
 """Per-request costs of the handler's telemetry and preprocessing, in a hot loop; prints every figure.
 
-- Span encoding: the SDK's generic OTLP encoder against `harness.handler.otlp_traces.SpanEncoder`, on the
+- Span encoding: the SDK's generic OTLP encoder against `harness.handler.telemetry.otlp_traces.SpanEncoder`, on the
   spans a request really produces (server span with its attributes, four stage spans).
 - Recording: one request's spans and metrics as the telemetry process records them
   (`RequestRecorder.record_request`).
@@ -58,9 +58,9 @@ def main() -> int:
 
     from harness.handler import app as handler_app
     from harness.handler import pipeline
-    from harness.handler.otlp_traces import SpanEncoder
     from harness.handler.settings import HandlerSettings
-    from harness.handler.telemetry_link import RequestRecord
+    from harness.handler.telemetry.otlp_traces import SpanEncoder
+    from harness.handler.telemetry.records import RequestRecord
     from harness.images import photo_corpus
 
     with tempfile.TemporaryDirectory() as cache:

@@ -16,7 +16,7 @@ from typing import Any
 from opentelemetry.exporter.prometheus import PrometheusMetricReader
 from opentelemetry.sdk.metrics.export import MetricExporter, MetricsData
 
-from harness.handler.threads import background_priority
+from harness.handler.telemetry.threads import background_priority
 
 logger = logging.getLogger(__name__)
 

@@ -10,7 +10,7 @@ hands them over after its response has gone. Recording them (spans, histograms, 
   answered by that process through the same socket. If it dies, the handler serves on, counts what it
   could not hand over, and starts a new one (at most every `restart_after_s`); the counts reach the new
   one's `edgeharness.telemetry.dropped`.
-- `harness.handler.recording.InProcessTelemetry`: the same recording on a thread of the handler's own
+- `harness.handler.telemetry.recorder.InProcessTelemetry`: the same recording on a thread of the handler's own
   process (tests that inspect spans in memory use it).
 - `DisabledTelemetry`: records nothing (benchmarks' "telemetry off").
 
@@ -31,71 +31,20 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any, BinaryIO, NamedTuple, Protocol
+from typing import Any, BinaryIO, Protocol
 
-from harness.handler.deferred import DeferredRecorder
+from harness.handler.telemetry.deferred import DeferredRecorder
+from harness.handler.telemetry.records import (
+    PROMETHEUS_CONTENT_TYPE,
+    InitEvent,
+    RequestRecord,
+    Scrape,
+    TelemetryItem,
+    TelemetrySettings,
+    TelemetryUnavailable,
+)
 
 logger = logging.getLogger(__name__)
-
-PROMETHEUS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
-CLASSIFY_ROUTE = "/v1/classify"  # the route whose requests a RequestRecord describes
-
-
-@dataclass(frozen=True)
-class TelemetrySettings:
-    service_name: str
-    service_version: str
-    region: str
-    pop: str
-    otlp_endpoint: str = ""  # OTLP/HTTP base URL; empty: no export
-    enabled: bool = True
-    export_interval_s: float = 5.0
-    export_timeout_s: float = 2.0
-    span_queue_size: int = 4096
-    # Exporting threads in SCHED_IDLE (see threads.py): right where they share the serving process's
-    # GIL and cores; in the telemetry process they run as any process does, so exports keep pace under load.
-    idle_priority_exporters: bool = True
-
-
-class RequestRecord(NamedTuple):
-    """What one classify request did: gathered on its path, recorded after its response."""
-
-    start_ns: int  # wall clock, nanoseconds
-    duration_s: float
-    status: int
-    error_code: str | None
-    queue_s: float | None  # from admission until a worker took it up; None when never admitted
-    cold_kind: str | None  # "process" (first request of the process), "model" (a load), or None
-    model_name: str | None
-    model_version: str | None
-    marks: list[tuple[str, int, int]]  # (stage, start_ns, end_ns)
-    traceparent: str | None
-    tracestate: str | None
-
-
-class InitEvent(NamedTuple):
-    """A process start or a model load, with its phases."""
-
-    attrs: dict[str, str]
-    total_ms: float
-    phases_ms: dict[str, float]
-
-
-class ModelLoaded(NamedTuple):
-    loaded: bool
-
-
-TelemetryItem = RequestRecord | InitEvent | ModelLoaded
-
-
-class Scrape(NamedTuple):
-    payload: bytes
-    content_type: str
-
-
-class TelemetryUnavailable(Exception):
-    """The telemetry process cannot answer (it died, or is restarting)."""
 
 
 class TelemetrySink(Protocol):
@@ -305,7 +254,7 @@ class TelemetryProcess:
         ours, theirs = socket.socketpair()
         try:
             self._proc = subprocess.Popen(
-                [sys.executable, "-m", "harness.handler.telemetry_worker", str(theirs.fileno())],
+                [sys.executable, "-m", "harness.handler.telemetry.child", str(theirs.fileno())],
                 pass_fds=(theirs.fileno(),),
                 stdin=subprocess.DEVNULL,
             )
@@ -351,7 +300,7 @@ def make_telemetry(settings: TelemetrySettings, in_process: bool) -> TelemetrySi
     if not settings.enabled:
         return DisabledTelemetry()
     if in_process:
-        from harness.handler.recording import InProcessTelemetry
+        from harness.handler.telemetry.recorder import InProcessTelemetry
 
         return InProcessTelemetry(settings)
     return TelemetryProcess(settings)

@@ -1,4 +1,4 @@
-"""The telemetry process: `python -m harness.handler.telemetry_worker FD`, started by `TelemetryProcess`.
+"""The telemetry process: `python -m harness.handler.telemetry.child FD`, started by `TelemetryProcess`.
 
 It reads the handler's messages from the socket FD, records them with the OpenTelemetry SDK, exports by
 OTLP and answers /metrics scrapes. It ignores SIGINT and SIGTERM (a terminal's Ctrl-C reaches the whole
@@ -15,14 +15,15 @@ import socket
 import sys
 from typing import Any
 
-from harness.handler.telemetry_link import TelemetrySettings, read_message, send_message
+from harness.handler.telemetry.link import read_message, send_message
+from harness.handler.telemetry.records import TelemetrySettings
 
-logger = logging.getLogger("harness.handler.telemetry_worker")
+logger = logging.getLogger("harness.handler.telemetry.child")
 
 
 def serve(sock: socket.socket) -> int:
-    from harness.handler.recording import RequestRecorder
-    from harness.handler.telemetry import Telemetry
+    from harness.handler.telemetry.recorder import RequestRecorder
+    from harness.handler.telemetry.sdk import Telemetry
 
     stream = sock.makefile("rb")
     config = read_message(stream)

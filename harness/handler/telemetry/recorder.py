@@ -13,9 +13,7 @@ from opentelemetry.sdk.trace import SpanProcessor
 from opentelemetry.trace import SpanKind, Status, StatusCode
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from harness.handler.spans import span_in_context
-from harness.handler.telemetry import Telemetry
-from harness.handler.telemetry_link import (
+from harness.handler.telemetry.records import (
     CLASSIFY_ROUTE,
     InitEvent,
     ModelLoaded,
@@ -24,6 +22,8 @@ from harness.handler.telemetry_link import (
     TelemetryItem,
     TelemetrySettings,
 )
+from harness.handler.telemetry.sdk import Telemetry
+from harness.handler.telemetry.spans import span_in_context
 
 STAGES = ("decode", "preprocess", "inference", "postprocess")
 EXEMPLAR_INTERVAL_NS = 10_000_000

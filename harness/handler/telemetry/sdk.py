@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import os
 import threading
-import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Generic, TypeVar
@@ -30,10 +29,28 @@ from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 from prometheus_client import CollectorRegistry
 
-from harness.handler.deferred import DeferredRecorder
-from harness.handler.spans import SpanRecorder
-from harness.handler.telemetry_link import TelemetrySettings
-from harness.handler.threads import background_priority
+from harness.handler.telemetry.deferred import DeferredRecorder
+from harness.handler.telemetry.logs import quiet_export_logs
+from harness.handler.telemetry.names import (
+    ACTIVE_REQUESTS,
+    COLDSTARTS,
+    INFERENCE_DURATION,
+    INIT_BUCKETS_S,
+    INIT_DURATION,
+    INIT_PHASE_DURATION,
+    LABELLED_RESOURCE_ATTRIBUTES,
+    LATENCY_BUCKETS_S,
+    MODEL_LOADED,
+    QUEUE_DURATION,
+    QUEUED_REQUESTS,
+    REQUEST_DURATION,
+    SHED_REQUESTS,
+    STAGE_DURATION,
+    TELEMETRY_DROPPED,
+)
+from harness.handler.telemetry.records import TelemetrySettings
+from harness.handler.telemetry.spans import SpanRecorder
+from harness.handler.telemetry.threads import background_priority
 
 E = TypeVar("E")
 # Every instrument kind, cumulative: what remote write to Prometheus (and a Prometheus scrape) needs.
@@ -42,75 +59,7 @@ CUMULATIVE_TEMPORALITY = dict.fromkeys(
     AggregationTemporality.CUMULATIVE,
 )
 
-# Seconds. 0.25 ms steps up to 20 ms resolve a p50 SLO of 10 ms well; coarser steps reach 10 s.
-LATENCY_BUCKETS_S: tuple[float, ...] = (
-    *(round(i * 0.00025, 5) for i in range(1, 81)),
-    0.025, 0.03, 0.04, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.5, 0.75, 1.0, 2.5, 5.0, 10.0,
-)  # fmt: skip
-
-# Cold starts and init run from tens of milliseconds to seconds.
-INIT_BUCKETS_S: tuple[float, ...] = (
-    0.005, 0.01, 0.02, 0.03, 0.04, 0.05, 0.06, 0.08, 0.1, 0.125, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5,
-    0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0, 30.0,
-)  # fmt: skip
-
-REQUEST_DURATION = "http.server.request.duration"
-STAGE_DURATION = "edgeharness.stage.duration"
-INFERENCE_DURATION = "edgeharness.inference.duration"
-QUEUE_DURATION = "edgeharness.queue.duration"
-COLDSTARTS = "faas.coldstarts"
-INIT_DURATION = "faas.init_duration"
-INIT_PHASE_DURATION = "edgeharness.init.phase.duration"
-ACTIVE_REQUESTS = "http.server.active_requests"
-QUEUED_REQUESTS = "edgeharness.queued_requests"
-SHED_REQUESTS = "edgeharness.requests.shed"
-MODEL_LOADED = "edgeharness.model.loaded"
-TELEMETRY_DROPPED = "edgeharness.telemetry.dropped"
-
-# The resource attributes copied onto every /metrics series, so a scrape alone tells region and PoP apart.
-LABELLED_RESOURCE_ATTRIBUTES = frozenset({"cloud.region", "edgeharness.pop", "service.instance.id"})
-
-
 logger = logging.getLogger(__name__)
-
-# Loggers that speak once per failed export: with the collector down they would flood the log.
-_EXPORT_LOGGERS = (
-    "opentelemetry.exporter.otlp.proto.http.trace_exporter",
-    "opentelemetry.exporter.otlp.proto.http.metric_exporter",
-    "opentelemetry.sdk._shared_internal",
-    "harness.handler.otlp_traces",
-    "harness.handler.metric_reader",
-)
-
-
-class _RateLimit(logging.Filter):
-    """Lets one record through per interval and says how many it held back; drops are counted anyway."""
-
-    def __init__(self, interval_s: float = 60.0) -> None:
-        super().__init__()
-        self._interval_s = interval_s
-        self._next = 0.0
-        self._held = 0
-        self._lock = threading.Lock()
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        with self._lock:
-            now = time.monotonic()
-            if now < self._next:
-                self._held += 1
-                return False
-            if self._held:
-                record.msg = f"{record.msg} (and {self._held} similar messages in the last {self._interval_s:.0f} s)"
-            self._next, self._held = now + self._interval_s, 0
-            return True
-
-
-def quiet_export_logs(interval_s: float = 60.0) -> None:
-    """Rate-limits the exporters' failure logs (idempotent)."""
-    for name in _EXPORT_LOGGERS:
-        logger = logging.getLogger(name)
-        if not any(isinstance(f, _RateLimit) for f in logger.filters):
-            logger.addFilter(_RateLimit(interval_s))
 
 
 class _Lazy(Generic[E]):
@@ -268,7 +217,7 @@ class Telemetry:
             return
 
         # Imported here so that a handler without telemetry does not pay for them at start-up.
-        from harness.handler.metric_reader import ScrapeAndPushReader
+        from harness.handler.telemetry.metric_reader import ScrapeAndPushReader
 
         resource = Resource.create(
             {
@@ -404,7 +353,7 @@ def _otlp_metric_exporter(settings: TelemetrySettings) -> MetricExporter:
 
 
 def _otlp_span_exporter(settings: TelemetrySettings) -> SpanExporter:
-    from harness.handler.otlp_traces import OTLPHTTPSpanExporter
+    from harness.handler.telemetry.otlp_traces import OTLPHTTPSpanExporter
 
     return OTLPHTTPSpanExporter(
         _signal_url(settings.otlp_endpoint, "traces"),

@@ -9,7 +9,7 @@ import time
 from collections.abc import Callable
 from typing import Generic, TypeVar
 
-from harness.handler.threads import background_priority
+from harness.handler.telemetry.threads import background_priority
 
 E = TypeVar("E")
 
