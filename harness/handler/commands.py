@@ -41,6 +41,10 @@ def _serve(args: argparse.Namespace) -> int:
     except SettingsError as exc:
         print(f"edgeharness serve: {exc}", file=sys.stderr)
         return 2
+    if settings.start_strategy == "zygote":
+        from harness.handler.zygote import run_zygote
+
+        return run_zygote(settings, started)
     # The heavy imports (numpy, Pillow, ONNX Runtime, Starlette, uvicorn) are the first init phase. An
     # eager model load begins as soon as ONNX Runtime is in, and runs beside the rest of them.
     from harness.handler.lifecycle import start_loading

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -35,6 +36,7 @@ class LoadedModel:
     session: Any
     spec: InputSpec
     loaded_at: float = field(default_factory=time.monotonic)
+    pid: int = field(default_factory=os.getpid)  # the process that created the session (a zygote's child)
 
 
 def load_model(

@@ -69,16 +69,22 @@ def serve(
     imports_done_at: float,
     store: ModelStore | None = None,
     loading: Future[tuple[LoadedModel, ColdStart]] | None = None,
+    *,
+    created_at: float | None = None,
+    first_phase: str = "imports",
 ) -> int:
     """Build the app, load the model (if eager; `loading` when its load has begun already), listen;
-    returns when SIGTERM/SIGINT drained it."""
+    returns when SIGTERM/SIGINT drained it. `created_at` (perf_counter) is when the process was asked for,
+    when its creator knows better than the kernel (a zygote's fork), and `first_phase` names what ran from
+    then until `imports_done_at`."""
     from harness.handler.app import InitRecord, create_app
 
-    age = process_age_s()
-    # Process creation, measured back from now; falls back to the moment our code began running.
-    created_at = time.perf_counter() - age if age is not None else started_at
+    if created_at is None:
+        age = process_age_s()
+        # Process creation, measured back from now; falls back to the moment our code began running.
+        created_at = time.perf_counter() - age if age is not None else started_at
     init = InitRecord()
-    init.phases_ms["imports"] = (imports_done_at - created_at) * 1000
+    init.phases_ms[first_phase] = (imports_done_at - created_at) * 1000
     app = create_app(settings, init=init, store=store)
     handler = app.state.handler
     if settings.load == "eager":
@@ -103,10 +109,13 @@ def serve(
         # collector was off during start-up (commands.py); from here on it runs as usual.
         gc.freeze()
         gc.enable()
+        loaded = handler.runtime.loaded
+        session_pid = loaded.pid if loaded is not None else "-"
         for sock in server.servers[0].sockets if server.servers else []:
             host, port = sock.getsockname()[:2]
             print(
-                f"edgeharness handler region={settings.region} pop={settings.pop_name} "
+                f"edgeharness handler region={settings.region} pop={settings.pop_name} pid={os.getpid()} "
+                f"session-pid={session_pid} "
                 f"listening on http://{host}:{port} ready in {init.total_ms:.1f} ms",
                 flush=True,
             )

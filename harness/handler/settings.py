@@ -76,6 +76,24 @@ class HandlerSettings:
     service_name: str = field(
         default="edgeharness-handler", metadata=_opt("EDGE_SERVICE_NAME", "service.name of the telemetry")
     )
+    start_strategy: str = field(
+        default="plain",
+        metadata=_opt(
+            "EDGE_START_STRATEGY",
+            "plain: this process serves; zygote: this process imports everything heavy, then forks serving "
+            "processes (replacing one that crashes)",
+            choices=("plain", "zygote"),
+        ),
+    )
+    zygote_spawn: str = field(
+        default="at-start",
+        metadata=_opt(
+            "EDGE_ZYGOTE_SPAWN",
+            "zygote only: fork the serving process at once (at-start), or on SIGUSR1 (on-signal: scale from "
+            "zero); SIGUSR2 stops it either way",
+            choices=("at-start", "on-signal"),
+        ),
+    )
 
     def __post_init__(self) -> None:
         checks = [
@@ -89,6 +107,8 @@ class HandlerSettings:
             (self.max_body_bytes >= 1, "max_body_bytes", "must be at least 1"),
             (self.max_image_pixels >= 1, "max_image_pixels", "must be at least 1"),
             (self.drain_timeout >= 0, "drain_timeout", "must be 0 or more"),
+            (self.start_strategy in ("plain", "zygote"), "start_strategy", "must be 'plain' or 'zygote'"),
+            (self.zygote_spawn in ("at-start", "on-signal"), "zygote_spawn", "must be 'at-start' or 'on-signal'"),
             (
                 self.model_sha256 == "" or _is_sha256(self.model_sha256),
                 "model_sha256",
