@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 from handler_fixtures import int8_model, jpeg, models_dir, process_running, serve_process  # noqa: F401
 
-ZYGOTE = ["--start-strategy", "zygote", "--telemetry-process"]
+ZYGOTE = ["--start-strategy", "zygote"]
 
 
 def wait_for(predicate: Callable[[], object], timeout_s: float, what: str) -> object:
@@ -97,5 +97,16 @@ def test_a_bad_model_ends_the_zygote_with_status_2(serve_process, tmp_path: Path
     proc = serve_process([*ZYGOTE, "--model", str(tmp_path / "missing.onnx")])
     assert proc.proc.wait(60) == 2
     out = proc.output()
-    assert "file not found" in out and "reported a bad setting (status 2); exiting" in out
-    assert len(forked(out)) == 1  # not replaced in a loop
+    assert "file not found" in out and forked(out) == []  # found before any fork
+
+
+def test_a_crash_loop_ends_the_zygote(serve_process, int8_model: Path) -> None:  # noqa: F811
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        proc = serve_process([*ZYGOTE, "--model", str(int8_model), "--port", str(port)])
+        assert proc.proc.wait(120) != 0
+    out = proc.output()
+    assert "address already in use" in out and "the 5th in a row" in out and "giving up" in out
+    assert len(forked(out)) == 5  # replaced, with pauses, then no more

@@ -131,6 +131,8 @@ def serve(
         loop="uvloop",
         http="httptools",
         lifespan="on",
+        # No route takes a WebSocket; "auto" would import a WebSocket library (~100 ms) into every start.
+        ws="none",
         access_log=False,
         log_level="warning",
         timeout_graceful_shutdown=int(settings.drain_timeout) or None,

@@ -11,7 +11,9 @@ to it:
 - SIGUSR2: scale to zero, stop the serving process (it drains) and keep none;
 - a serving process that crashes (killed by a signal, or exits with a status other than 0 and 2) is replaced,
   at once the first time and with a growing pause while it keeps crashing young;
-- status 2 is a bad setting (a missing model, a port in use): the parent exits with it, as plain serve would;
+- status 2 is a bad setting: the parent exits with it, as plain serve would (a missing or corrupt model is
+  found before any fork: the zygote fetches and verifies it once, and its children use that file while it
+  is unchanged on disk); five young crashes in a row (a port taken) end it with status 1;
 - SIGTERM/SIGINT: stop the serving process and exit.
 
 Importing ONNX Runtime starts one native thread of its own in the parent, idle in a wait; fork copies only
@@ -28,6 +30,7 @@ import sys
 import time
 import traceback
 from dataclasses import dataclass
+from typing import Any
 
 from harness.handler.settings import HandlerSettings
 
@@ -35,6 +38,7 @@ SPAWN_SIGNAL = signal.SIGUSR1
 STOP_SIGNAL = signal.SIGUSR2
 _HANDLED = {SPAWN_SIGNAL, STOP_SIGNAL, signal.SIGCHLD, signal.SIGTERM, signal.SIGINT, signal.SIGHUP}
 YOUNG_S = 10.0  # a serving process that crashes younger than this counts towards a crash loop
+MAX_YOUNG_CRASHES = 5  # in a row: a crash loop (a port taken, a model ORT cannot run) ends the zygote
 MAX_PAUSE_S = 5.0
 FIRST_PAUSE_S = 0.05
 
@@ -48,6 +52,7 @@ class ServingProcess:
 
 def warm_up() -> None:
     """Import and exercise, in the parent, what every serving process would otherwise import first."""
+    import encodings.idna  # noqa: F401  (asyncio encodes the host to bind with it)
     import io
 
     import numpy  # noqa: F401
@@ -71,6 +76,33 @@ def warm_up() -> None:
         pipeline.decode(buffer.getvalue(), content_type, (8, 8), 64)
 
 
+class PrefetchedStore:
+    """The model store a serving process gets: the zygote fetched (and verified) the model once; a child
+    takes that file as long as it is unchanged on disk, and fetches anew otherwise."""
+
+    def __init__(self, store: Any, source: str, expected_sha256: str | None) -> None:
+        self._store = store
+        self._key = (source, expected_sha256)
+        self._model = store.fetch(source, expected_sha256)
+        self._stamp = _stamp(self._model.path)
+
+    def fetch(self, source: str, expected_sha256: str | None = None) -> Any:
+        if (source, expected_sha256) == self._key and _stamp(self._model.path) == self._stamp:
+            return self._model
+        return self._store.fetch(source, expected_sha256)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._store, name)
+
+
+def _stamp(path: Any) -> tuple[int, int, int] | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_ino, st.st_size, st.st_mtime_ns
+
+
 def run_zygote(settings: HandlerSettings, started_at: float) -> int:
     """The zygote parent: warm up, then fork serving processes as signals ask; returns its exit status."""
     # Signals are taken synchronously (sigtimedwait) from here on: no Python handler can run in the middle of
@@ -78,6 +110,14 @@ def run_zygote(settings: HandlerSettings, started_at: float) -> int:
     previous_mask = signal.pthread_sigmask(signal.SIG_BLOCK, _HANDLED)
     os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
     warm_up()
+    from harness.model.store import ModelError, ModelStore
+
+    try:
+        # Fetched and verified once, here: a missing or wrong model is the zygote's clear error, not a child's.
+        store = PrefetchedStore(ModelStore(settings.cache_dir), settings.model, settings.model_sha256 or None)
+    except ModelError as exc:
+        print(f"edgeharness serve: {exc}", file=sys.stderr)
+        return 2
     # Everything imported lives as long as the zygote: frozen, the collector never touches (so never copies)
     # those pages in a child. Start-up ran without the collector (commands.py); the children turn it on.
     gc.collect()
@@ -91,14 +131,15 @@ def run_zygote(settings: HandlerSettings, started_at: float) -> int:
         f"edgeharness zygote region={settings.region} pop={settings.pop_name} pid={os.getpid()} warm in "
         f"{warm_ms:.1f} ms; serving processes fork {mode}, {STOP_SIGNAL.name} stops them"
     )
-    return Zygote(settings, previous_mask).run(spawn_now=settings.zygote_spawn == "at-start")
+    return Zygote(settings, store, previous_mask).run(spawn_now=settings.zygote_spawn == "at-start")
 
 
 class Zygote:
     """The parent's loop: one serving process at most, forked, watched and replaced."""
 
-    def __init__(self, settings: HandlerSettings, child_mask: set[signal.Signals]) -> None:
+    def __init__(self, settings: HandlerSettings, store: PrefetchedStore, child_mask: set[signal.Signals]) -> None:
         self.settings = settings
+        self.store = store
         self.child_mask = child_mask
         self.child: ServingProcess | None = None
         self.wanted = False  # a serving process should be running
@@ -142,7 +183,7 @@ class Zygote:
         sys.stderr.flush()
         pid = os.fork()
         if pid == 0:
-            _serve_child(self.settings, requested_at, self.child_mask)  # never returns
+            _serve_child(self.settings, self.store, requested_at, self.child_mask)  # never returns
         self.child = ServingProcess(pid, requested_at)
         _say(f"edgeharness zygote: forked serving process pid={pid} ({reason})")
 
@@ -190,6 +231,12 @@ class Zygote:
             return 2
         how = f"killed by {signal.Signals(-code).name}" if code < 0 else f"status {code}"
         self.crashes = self.crashes + 1 if lived_s < YOUNG_S else 1
+        if self.crashes >= MAX_YOUNG_CRASHES:
+            _say(
+                f"edgeharness zygote: serving process pid={pid} crashed ({how}), the {self.crashes}th in a row "
+                f"within {YOUNG_S:g} s of its start; giving up"
+            )
+            return 1
         pause = 0.0 if self.crashes == 1 else min(FIRST_PAUSE_S * 2 ** (self.crashes - 2), MAX_PAUSE_S)
         _say(f"edgeharness zygote: serving process pid={pid} crashed ({how}); replacing it in {pause:.2f} s")
         if replace and self.wanted:
@@ -200,7 +247,9 @@ class Zygote:
         return None
 
 
-def _serve_child(settings: HandlerSettings, requested_at: float, mask: set[signal.Signals]) -> None:
+def _serve_child(
+    settings: HandlerSettings, store: PrefetchedStore, requested_at: float, mask: set[signal.Signals]
+) -> None:
     """The serving process, right after the fork: everything stateful is created here. Never returns."""
     forked_at = time.perf_counter()
     status = 1
@@ -210,9 +259,8 @@ def _serve_child(settings: HandlerSettings, requested_at: float, mask: set[signa
         signal.pthread_sigmask(signal.SIG_SETMASK, mask)
         from harness.handler.lifecycle import start_loading
         from harness.handler.server import serve
-        from harness.model.store import ModelError, ModelStore
+        from harness.model.store import ModelError
 
-        store = ModelStore(settings.cache_dir)
         loading = None
         if settings.load == "eager":
             loading = start_loading(store, settings.model, settings.model_sha256 or None, settings.threads)
@@ -232,6 +280,8 @@ def _serve_child(settings: HandlerSettings, requested_at: float, mask: set[signa
         except OSError as exc:
             print(f"edgeharness serve: cannot listen on {settings.host}:{settings.port}: {exc}", file=sys.stderr)
             status = 2
+    except SystemExit as exc:  # uvicorn exits so when it cannot bind
+        status = exc.code if isinstance(exc.code, int) else 1
     except BaseException:  # the child must never return into the parent's loop
         traceback.print_exc()
         status = 1
