@@ -41,9 +41,17 @@ def process_age_s() -> float | None:
 class _Server(uvicorn.Server):
     """uvicorn's server, noting the moment it listens: the end of the process's init."""
 
-    def __init__(self, config: uvicorn.Config, on_listening: object) -> None:
+    def __init__(self, config: uvicorn.Config, on_listening: object, on_exit: object = None) -> None:
         super().__init__(config)
         self._on_listening = on_listening
+        self._on_exit = on_exit
+
+    def handle_exit(self, sig: int, frame: object) -> None:  # type: ignore[override]
+        # Draining begins at the signal, not at uvicorn's next look at its exit flag (up to 0.1 s on):
+        # /readyz says 503 and new requests are refused from this moment.
+        if callable(self._on_exit):
+            self._on_exit()
+        super().handle_exit(sig, frame)  # type: ignore[arg-type]
 
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
@@ -78,6 +86,7 @@ def serve(
     when its creator knows better than the kernel (a zygote's fork), and `first_phase` names what ran from
     then until `imports_done_at`."""
     from harness.handler.app import InitRecord, create_app
+    from harness.handler.protocol import ConnectionCount, protocol_class
 
     if created_at is None:
         age = process_age_s()
@@ -85,7 +94,8 @@ def serve(
         created_at = time.perf_counter() - age if age is not None else started_at
     init = InitRecord()
     init.phases_ms[first_phase] = (imports_done_at - created_at) * 1000
-    app = create_app(settings, init=init, store=store)
+    connections = ConnectionCount(settings.max_connections)
+    app = create_app(settings, init=init, store=store, connections=connections)
     handler = app.state.handler
     if settings.load == "eager":
         # Loaded before listening, so a missing or broken model is a clear error, not a served 503.
@@ -129,17 +139,18 @@ def serve(
         host=settings.host,
         port=settings.port,
         loop="uvloop",
-        http="httptools",
+        http=protocol_class(connections, settings.header_timeout),
         lifespan="on",
         # No route takes a WebSocket; "auto" would import a WebSocket library (~100 ms) into every start.
         ws="none",
         access_log=False,
         log_level="warning",
-        timeout_graceful_shutdown=int(settings.drain_timeout) or None,
+        # A float: 0 and 0.5 mean what they say (int(0.5) or None would have meant "wait forever").
+        timeout_graceful_shutdown=settings.drain_timeout,  # type: ignore[arg-type]
         server_header=False,
         # Nothing here reads the client's address, so X-Forwarded-* rewriting would be a wasted layer.
         proxy_headers=False,
     )
-    server = _Server(config, on_listening)
+    server = _Server(config, on_listening, handler.start_draining)
     server.run()
     return 0 if server.started else 1
