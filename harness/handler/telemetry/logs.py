@@ -11,8 +11,6 @@ _EXPORT_LOGGERS = (
     "opentelemetry.exporter.otlp.proto.http.trace_exporter",
     "opentelemetry.exporter.otlp.proto.http.metric_exporter",
     "opentelemetry.sdk._shared_internal",
-    "harness.handler.telemetry.otlp_traces",
-    "harness.handler.telemetry.metric_reader",
 )
 
 

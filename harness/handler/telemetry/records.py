@@ -20,9 +20,6 @@ class TelemetrySettings:
     export_interval_s: float = 5.0
     export_timeout_s: float = 2.0
     span_queue_size: int = 4096
-    # Exporting threads in SCHED_IDLE (see threads.py): right where they share the serving process's
-    # GIL and cores; in the telemetry process they run as any process does, so exports keep pace under load.
-    idle_priority_exporters: bool = True
 
 
 class RequestRecord(NamedTuple):
