@@ -184,6 +184,8 @@ class _Target:
             # Prepared once, before measuring: preparing is a deploy step, not part of a start.
             self.extra = ["--model", str(ensure_prepared(Path(model))), "--model-sha256", ""]
         self.zygote: Child | None = None
+        self.log = logs / f"process-cold-{strategy}.log"
+        self.log_from = 0
         self.port = 0
         self.child: Child | None = None
         self.child_pid: int | None = None
@@ -198,10 +200,11 @@ class _Target:
             return
         self.port = free_port()
         argv = [*self.serve_argv(self.port), *self.extra, "--start-strategy", "zygote", "--zygote-spawn", "on-signal"]
-        log = self.logs / f"process-cold-{self.strategy}.log"
-        self.zygote = self.sup.start(f"zygote-{self.strategy}", argv, log_path=log, cwd=Path.cwd())
+        # The log is appended to: only what this zygote wrote counts (and a signal before it is warm kills it).
+        self.log_from = self.log.stat().st_size if self.log.exists() else 0
+        self.zygote = self.sup.start(f"zygote-{self.strategy}", argv, log_path=self.log, cwd=Path.cwd())
         deadline = time.monotonic() + timeout_s
-        while " warm in " not in _read(log):
+        while " warm in " not in self.zygote_log():
             if not self.zygote.alive() or time.monotonic() > deadline:
                 raise RuntimeError(f"the {self.strategy} zygote did not warm up:\n{self.zygote.log_tail()}")
             time.sleep(0.02)
@@ -232,17 +235,19 @@ class _Target:
             return
         if not self.zygote.alive():
             return
-        log = self.logs / f"process-cold-{self.strategy}.log"
-        pids = re.findall(r"forked serving process pid=(\d+)", _read(log))
+        pids = re.findall(r"forked serving process pid=(\d+)", self.zygote_log())
         os.kill(self.zygote.proc.pid, signal.SIGUSR2)
         if pids:
             pid = pids[-1]
             deadline = time.monotonic() + timeout_s
             # The zygote reaps its child and says so: only then is the next spawn a start from zero.
-            while f"pid={pid} stopped" not in _read(log) and f"pid={pid} crashed" not in _read(log):
+            while f"pid={pid} stopped" not in (text := self.zygote_log()) and f"pid={pid} crashed" not in text:
                 if time.monotonic() > deadline or not self.zygote.alive():
                     break
                 time.sleep(0.01)
+
+    def zygote_log(self) -> str:
+        return _read(self.log)[self.log_from :]
 
     def close(self) -> None:
         self.stop(10.0)
