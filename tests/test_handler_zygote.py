@@ -3,6 +3,7 @@ children, a crashed child replaced, a bad setting a clear exit, scale to zero an
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import signal
@@ -44,6 +45,22 @@ def forked(output: str) -> list[int]:
     return [int(pid) for pid in re.findall(r"forked serving process pid=(\d+)", output)]
 
 
+def listening_inodes(port: int) -> set[str]:
+    """Inodes of the sockets listening on loopback `port` (Linux /proc/net/tcp; state 0A is LISTEN)."""
+    rows = Path("/proc/net/tcp").read_text().splitlines()[1:]
+    return {r.split()[9] for r in rows if r.split()[1].endswith(f":{port:04X}") and r.split()[3] == "0A"}
+
+
+def socket_inodes(pid: int) -> set[str]:
+    out = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        with contextlib.suppress(OSError):
+            target = os.readlink(fd)
+            if target.startswith("socket:["):
+                out.add(target[8:-1])
+    return out
+
+
 def test_session_lives_in_the_forked_child_and_a_crashed_child_is_replaced(serve_process, int8_model: Path) -> None:  # noqa: F811
     proc = serve_process([*ZYGOTE, "--model", str(int8_model)])
     proc.wait_ready(60)
@@ -52,6 +69,9 @@ def test_session_lives_in_the_forked_child_and_a_crashed_child_is_replaced(serve
     assert len(first) == 1 and first[0] != zygote
     # The ONNX Runtime session was created in the serving process (after the fork), never in the zygote.
     assert wait_for(lambda: serving_lines(proc.output()), 10, "the listening line") == [(first[0], first[0])]
+    # So was the listening socket: the child holds it, the zygote holds none.
+    listener = listening_inodes(proc.port)
+    assert listener and listener <= socket_inodes(first[0]) and not listener & socket_inodes(zygote)
     answer = httpx.post(f"{proc.url}/v1/classify", content=jpeg(), headers={"content-type": "image/jpeg"})
     assert answer.status_code == 200 and answer.json()["cold_start"] is True
     # A fork's own start-up phases: the fork instead of the imports, then the model's load.
@@ -110,3 +130,18 @@ def test_a_crash_loop_ends_the_zygote(serve_process, int8_model: Path) -> None: 
     out = proc.output()
     assert "address already in use" in out and "the 5th in a row" in out and "giving up" in out
     assert len(forked(out)) == 5  # replaced, with pauses, then no more
+
+
+def test_children_take_the_zygotes_fetch_while_the_file_is_unchanged(int8_model: Path, tmp_path: Path) -> None:  # noqa: F811
+    from harness.handler.zygote import PrefetchedStore
+    from harness.model.store import ModelStore
+
+    model = tmp_path / "m.onnx"
+    model.write_bytes(int8_model.read_bytes())
+    store = PrefetchedStore(ModelStore(tmp_path / "cache"), str(model), None)
+    first = store.fetch(str(model), None)
+    assert store.fetch(str(model), None) is first  # no second read and hash
+    model.write_bytes(int8_model.read_bytes()[:-1] + b"\0")  # replaced on disk: fetched (and hashed) anew
+    again = store.fetch(str(model), None)
+    assert again is not first and again.sha256 != first.sha256
+    assert store.cache_dir == tmp_path / "cache"  # the rest is the real store's

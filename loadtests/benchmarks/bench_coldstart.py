@@ -122,7 +122,7 @@ def model_level(rounds: int) -> None:
         )
 
 
-def process_level(repeats: int) -> None:
+def process_level(repeats: int, plot: Path | None = None) -> None:
     with Supervisor() as sup, tempfile.TemporaryDirectory() as logs:
         starts = measure(
             ColdStartSpec("bench", repeats),
@@ -135,6 +135,12 @@ def process_level(repeats: int) -> None:
     for summary in summarize(starts):
         for line in describe_summary(summary):
             print(line)
+    if plot is not None:
+        from harness.report.coldstart_plot import coldstart_png
+
+        plot.write_bytes(coldstart_png(starts))
+        plot.with_suffix(".json").write_text(json.dumps(starts, indent=1))
+        print(f"plot: {plot} (starts: {plot.with_suffix('.json')})")
     by = {s.strategy: s for s in summarize(starts)}
     print(
         f"targets: zygote spawn -> first answer p50 {by['zygote'].p50['spawn_to_first_answer_ms']:.1f} ms "
@@ -147,6 +153,7 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="fewer rounds (a smoke run, not figures to quote)")
     parser.add_argument("--repeats", type=int, help="process starts per strategy (default 30; --quick 8)")
     parser.add_argument("--only", choices=("model", "process"), help="run one part")
+    parser.add_argument("--plot", type=Path, help="write the process starts side by side as PNG (and .json)")
     args = parser.parse_args()
     if not MODEL.exists():
         print(f"missing {MODEL}: run `make setup` first", file=sys.stderr)
@@ -155,7 +162,7 @@ def main() -> int:
     if args.only != "process":
         model_level(8 if args.quick else 24)
     if args.only != "model":
-        process_level(args.repeats or (8 if args.quick else 30))
+        process_level(args.repeats or (8 if args.quick else 30), args.plot)
     print(f"load average at end: {Path('/proc/loadavg').read_text().split()[:3]}")
     return 0
 
