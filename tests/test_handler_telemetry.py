@@ -226,3 +226,27 @@ def test_shutdown_is_idempotent_and_flushes(telemetries: Callable[..., Telemetry
     telemetry.shutdown()
     telemetry.shutdown()
     assert wait_for(lambda: {path for path, _, _ in server.received} == {"/v1/traces", "/v1/metrics"})
+
+
+def test_the_subpackage_has_no_import_cycle_and_its_serving_side_no_sdk() -> None:
+    import ast
+    import graphlib
+    from pathlib import Path
+
+    import harness.handler.telemetry as package
+
+    folder = Path(package.__file__).parent
+    graph: dict[str, set[str]] = {}
+    third_party: dict[str, set[str]] = {}
+    for path in folder.glob("*.py"):
+        imported = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module:
+                imported.add(node.module)
+            elif isinstance(node, ast.Import):
+                imported.update(alias.name for alias in node.names)
+        graph[path.stem] = {m.rsplit(".", 1)[1] for m in imported if m.startswith("harness.handler.telemetry.")}
+        third_party[path.stem] = {m.split(".")[0] for m in imported if not m.startswith(("harness", "__future__"))}
+    list(graphlib.TopologicalSorter(graph).static_order())  # raises CycleError on a cycle
+    for light in ("__init__", "records", "names", "logs", "link"):
+        assert "opentelemetry" not in third_party[light], light
