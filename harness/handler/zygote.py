@@ -110,11 +110,12 @@ def run_zygote(settings: HandlerSettings, started_at: float) -> int:
     previous_mask = signal.pthread_sigmask(signal.SIG_BLOCK, _HANDLED)
     os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
     warm_up()
-    from harness.model.store import ModelError, ModelStore
+    from harness.handler.lifecycle import model_store
+    from harness.model.store import ModelError
 
     try:
         # Fetched and verified once, here: a missing or wrong model is the zygote's clear error, not a child's.
-        store = PrefetchedStore(ModelStore(settings.cache_dir), settings.model, settings.model_sha256 or None)
+        store = PrefetchedStore(model_store(settings), settings.model, settings.model_sha256 or None)
     except ModelError as exc:
         print(f"edgeharness serve: {exc}", file=sys.stderr)
         return 2
