@@ -298,7 +298,7 @@ def test_an_http_model_needs_its_sha256_unless_insecure_is_allowed(served, tmp_p
     data = _tiny_classifier(["n", 3, 32, 32], "NCHW")
     (root / "m.onnx").write_bytes(data)
     url = f"{server.url}/m.onnx"
-    with pytest.raises(ModelError, match=r"needs its expected sha256 \(--model-sha256"):
+    with pytest.raises(ModelError, match=r"needs its expected sha256 \(serve: --model-sha256"):
         ModelStore(tmp_path / "cache").fetch(url)
     assert server.requests == []
     with caplog.at_level(logging.WARNING, logger="harness.model.store"):

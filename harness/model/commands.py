@@ -29,6 +29,9 @@ def register(subparsers: Any) -> None:  # argparse's _SubParsersAction is privat
     inspect.add_argument("source", metavar="SOURCE", help="model file path or http(s) URL")
     inspect.add_argument("--sha256", metavar="HEX", help="expected sha256 of the model file")
     inspect.add_argument(
+        "--insecure-model-url", action="store_true", help="allow an http(s) model without --sha256 (not verified)"
+    )
+    inspect.add_argument(
         "--cache-dir", type=pathlib.Path, default=DEFAULT_CACHE, help=f"download cache (default {DEFAULT_CACHE})"
     )
     inspect.add_argument("--brief", action="store_true", help="abbreviate the label list to its first five")
@@ -71,7 +74,8 @@ def _inspect(args: argparse.Namespace) -> int:
     from harness.model.store import ModelError, ModelStore, create_session, describe
 
     try:
-        model = ModelStore(args.cache_dir).fetch(args.source, args.sha256)
+        store = ModelStore(args.cache_dir, allow_unverified_urls=args.insecure_model_url)
+        model = store.fetch(args.source, args.sha256)
         info = describe(create_session(model, intra_op_threads=1), model)
     except ModelError as exc:
         print(f"edgeharness model inspect: {exc}", file=sys.stderr)

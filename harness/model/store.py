@@ -143,8 +143,8 @@ class ModelStore:
                 if not self.allow_unverified_urls:
                     raise ModelError(
                         source,
-                        "a model fetched over http(s) needs its expected sha256 (--model-sha256 / "
-                        "EDGE_MODEL_SHA256); --insecure-model-url loads it unverified",
+                        "a model fetched over http(s) needs its expected sha256 (serve: --model-sha256 or "
+                        "EDGE_MODEL_SHA256; model inspect: --sha256); --insecure-model-url loads it unverified",
                     )
                 logger.warning("loading model %s without verifying its sha256 (--insecure-model-url)", redact(source))
             return self._fetch_url(source, expected)
