@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import gc
 import os
+import resource
 import signal
 import sys
 import time
@@ -36,6 +37,16 @@ def process_age_s() -> float | None:
     except (OSError, ValueError, IndexError):
         return None
     return uptime_s - start_ticks / os.sysconf("SC_CLK_TCK")
+
+
+def _allow_open_files(wanted: int) -> None:
+    """Raise the soft limit on open files towards `wanted` (never past the hard limit): the connection cap,
+    not a failing accept(), should be what refuses connections."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+    if soft != resource.RLIM_INFINITY and soft < target:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
 
 
 class _Server(uvicorn.Server):
@@ -86,7 +97,7 @@ def serve(
     when its creator knows better than the kernel (a zygote's fork), and `first_phase` names what ran from
     then until `imports_done_at`."""
     from harness.handler.app import InitRecord, create_app
-    from harness.handler.protocol import ConnectionCount, protocol_class
+    from harness.handler.protocol import HARD_CAP_FACTOR, ConnectionCount, protocol_class
 
     if created_at is None:
         age = process_age_s()
@@ -95,6 +106,7 @@ def serve(
     init = InitRecord()
     init.phases_ms[first_phase] = (imports_done_at - created_at) * 1000
     connections = ConnectionCount(settings.max_connections)
+    _allow_open_files(HARD_CAP_FACTOR * settings.max_connections + 256)
     app = create_app(settings, init=init, store=store, connections=connections)
     handler = app.state.handler
     if settings.load == "eager":
