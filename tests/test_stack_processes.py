@@ -87,6 +87,15 @@ def recorded(run_dir: Path) -> list[dict[str, object]]:
         return []
 
 
+def still_running(svc: dict[str, object]) -> bool:
+    """The recorded process still runs: its pid is alive with the same start time and command line."""
+    identity = process_identity(int(svc["pid"]))  # type: ignore[arg-type]
+    if identity is None:
+        return False
+    state = Path(f"/proc/{svc['pid']}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    return state != "Z" and identity == (svc["started_ticks"], svc["cmdline"])
+
+
 def environ_of(pid: int) -> dict[str, str]:
     raw = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
     return dict(item.decode(errors="replace").split("=", 1) for item in raw if b"=" in item)
@@ -123,6 +132,10 @@ def test_children_get_a_clean_environment_and_no_tempo_exporter(tmp_path: Path, 
         text = wait_for(exporter_metrics, 30, "the collector's exporter metrics")
         assert 'exporter="prometheus_remote_write"' in text
         assert "otlp_grpc/tempo" not in text
+        # `down` recognises every process as the one `up` started, and stops it.
+        assert sorted(down(run_dir)) == sorted(s["name"] for s in services)
+        for svc in services:
+            assert wait_for(lambda s=svc: not still_running(s), 20, f"{svc['name']} to stop")
     finally:
         if up.poll() is None:
             up.kill()
@@ -153,17 +166,14 @@ def test_an_interrupted_up_leaves_nothing_running(tmp_path: Path, models_dir: Pa
         assert up.returncode != 0
         assert b"interrupted" in output, output
         for svc in seen:
-            identity = (svc["started_ticks"], svc["cmdline"])
-            pid = int(svc["pid"])  # type: ignore[arg-type]
-            assert wait_for(lambda p=pid, i=identity: process_identity(p) != i, 10, f"{svc['name']} to stop")
+            assert wait_for(lambda s=svc: not still_running(s), 10, f"{svc['name']} to stop")
         assert not (run_dir / STATE_FILE).exists()
     finally:
         if up.poll() is None:
             up.kill()
             up.wait()
         for svc in seen:
-            identity = process_identity(int(svc["pid"]))  # type: ignore[arg-type]
-            if identity == (svc["started_ticks"], svc["cmdline"]):
+            if still_running(svc):
                 os.killpg(int(svc["pid"]), signal.SIGKILL)  # type: ignore[arg-type]
 
 

@@ -226,7 +226,10 @@ class NativeStack:
         child = self.sup.start(service.name, argv, log_path=Path(service.log), env=env, inherit_env=False)
         self._children[service.name] = child
         service.pid = child.proc.pid
-        service.started_ticks, service.cmdline = process_identity(child.proc.pid) or (0, [])
+        # The command line is the argv given, not /proc's: right after the fork the child may not have
+        # exec'd yet, and would show ours. The start time is the process's own, the same before and after.
+        service.started_ticks = (process_identity(child.proc.pid) or (0, []))[0]
+        service.cmdline = list(argv)
         # Recorded before waiting for it: an `up` killed now leaves a state `down` can clean up after.
         self.write_state()
         try:
