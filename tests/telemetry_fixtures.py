@@ -85,3 +85,39 @@ def sample_lines(text: str, name: str) -> list[str]:
 def sample_value(text: str, name: str) -> float:
     (line,) = sample_lines(text, name)
     return float(line.rsplit(" ", 1)[1])
+
+
+class InProcessTelemetry:
+    """A TelemetrySink that records each item at once in this process, with the same SDK wiring and
+    recorder as the telemetry process: tests can then see the spans in memory (`add_span_processor`)."""
+
+    def __init__(self, settings: Any) -> None:
+        from harness.handler.telemetry.recorder import RequestRecorder
+        from harness.handler.telemetry.sdk import Telemetry
+
+        self.telemetry = Telemetry(settings)
+        self.instance_id = self.telemetry.instance_id
+        self.recorder = RequestRecorder(self.telemetry)
+        self._load: tuple[Callable[[], int], Callable[[], int]] = (lambda: 0, lambda: 0)
+
+    def add_span_processor(self, processor: Any) -> None:
+        self.telemetry.add_span_processor(processor)
+
+    def start(self, active: Callable[[], int], queued: Callable[[], int], idle: Callable[[], bool]) -> None:
+        self._load = (active, queued)
+
+    def launch(self) -> None:
+        pass
+
+    def submit(self, item: Any) -> None:
+        self.recorder.record(item)
+
+    def scrape(self) -> Any:
+        self.telemetry.set_load(self._load[0](), self._load[1]())
+        return self.telemetry.scrape()
+
+    def force_flush(self) -> None:
+        self.telemetry.force_flush()
+
+    def shutdown(self) -> None:
+        self.telemetry.shutdown()

@@ -19,11 +19,13 @@ from hypothesis import strategies as st
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from starlette.testclient import TestClient
+from telemetry_fixtures import InProcessTelemetry
 
 from harness.handler import pipeline
 from harness.handler.app import create_app
 from harness.handler.errors import HandlerError
 from harness.handler.settings import HandlerSettings
+from harness.handler.telemetry.records import TelemetrySettings
 
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
 TRACEPARENT = f"00-{TRACE_ID}-00f067aa0ba902b7-01"
@@ -193,18 +195,16 @@ def test_health_ready_openapi(client: TestClient) -> None:
     }  # fmt: skip
 
 
-@pytest.mark.parametrize("telemetry_process", [True, False], ids=["process", "thread"])
 def test_metrics_expose_the_instruments_with_fine_buckets(
     int8_model: Path,  # noqa: F811
     tmp_path: Path,
-    telemetry_process: bool,
 ) -> None:
-    app = create_app(make_settings(int8_model, tmp_path, telemetry_process=telemetry_process))
+    app = create_app(make_settings(int8_model, tmp_path))
     with TestClient(app) as client:
         classify(client, jpeg())
         classify(client, b"", "image/jpeg")
         text = client.get("/metrics").text
-        assert (getattr(app.state.handler.telemetry, "pid", None) is not None) == telemetry_process
+        assert app.state.handler.telemetry.pid is not None  # a telemetry process answered
     assert "http_server_request_duration_seconds_bucket{" in text
     assert 'le="0.00025"' in text and 'le="0.02"' in text and 'le="10.0"' in text
     assert 'cloud_region="nairobi"' in text
@@ -258,7 +258,8 @@ def test_model_that_cannot_load_is_503_not_a_crash(tmp_path: Path) -> None:
     with TestClient(create_app(make_settings(bad, tmp_path, load="lazy"))) as c:
         response = classify(c, jpeg())
         assert (response.status_code, response.json()["error"]["code"]) == (503, "model_unavailable")
-        assert "broken.onnx" in response.json()["error"]["message"]
+        # Generic: a model's source may hold credentials; the log says what failed.
+        assert "broken.onnx" not in response.text
         assert c.get("/healthz").status_code == 200
 
 
@@ -304,10 +305,11 @@ async def _overload(app: Any, body: bytes) -> None:
 
 
 def test_trace_context_and_stage_spans(int8_model: Path, tmp_path: Path) -> None:  # noqa: F811
-    # In the handler's own process, where an in-memory exporter can see the spans.
-    app = create_app(make_settings(int8_model, tmp_path, telemetry_process=False))
+    # Recorded in this process (a test helper), where an in-memory exporter can see the spans.
+    telemetry = InProcessTelemetry(TelemetrySettings("edgeharness-handler", "0", "nairobi", "nairobi"))
     exporter = InMemorySpanExporter()
-    app.state.handler.telemetry.add_span_processor(SimpleSpanProcessor(exporter))
+    telemetry.add_span_processor(SimpleSpanProcessor(exporter))
+    app = create_app(make_settings(int8_model, tmp_path), telemetry=telemetry)
     with TestClient(app) as c:
         assert classify(c, jpeg(), top_k=2).status_code == 200
         response = c.post(
@@ -359,7 +361,7 @@ def test_a_lost_telemetry_process_costs_no_request(int8_model: Path, tmp_path: P
     with TestClient(app) as c:
         assert classify(c, jpeg()).status_code == 200
         assert c.get("/metrics").status_code == 200
-        telemetry._restart_after_s, telemetry._next_start = 3600.0, time.monotonic() + 3600  # none replaces it yet
+        telemetry.restart_after_s, telemetry._next_start = 3600.0, time.monotonic() + 3600  # none replaces it yet
         pid = telemetry.pid
         os.kill(pid, signal.SIGKILL)
         os.waitpid(pid, 0)  # reaped here: the handler's own wait then finds nothing

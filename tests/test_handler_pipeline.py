@@ -182,3 +182,28 @@ def test_postprocess_lists_equal_scores_in_class_order() -> None:
     top = pipeline.postprocess(logits, (), 4)
     assert [p.index for p in top] == [0, 2, 4, 6]
     assert len({p.score for p in top}) == 1
+
+
+def test_decoded_bytes_are_taken_from_the_decode_budget_and_given_back() -> None:
+    from harness.handler.admission import ByteBudget
+
+    rgba = encoded(Image.new("RGBA", (1000, 1000), (1, 2, 3, 4)), "PNG")
+    need = 1000 * 1000 * (4 + 4)  # RGBA, then its RGB conversion, four bytes a pixel each in Pillow
+    budget = ByteBudget(need)
+    assert pipeline.decode(rgba, "image/png", (224, 224), pipeline.DecodeLimits(10**7, budget)).mode == "RGB"
+    assert budget.used == 0
+    with pytest.raises(HandlerError) as err:  # more than the whole budget: the image itself is too large
+        pipeline.decode(rgba, "image/png", (224, 224), pipeline.DecodeLimits(10**7, ByteBudget(need - 1)))
+    assert (err.value.status, err.value.code) == (422, "image_too_large")
+    assert budget.take(1)  # another decode holds a byte: this one must wait its turn
+    with pytest.raises(HandlerError) as err:
+        pipeline.decode(rgba, "image/png", (224, 224), pipeline.DecodeLimits(10**7, budget))
+    assert (err.value.status, err.value.code, err.value.headers["Retry-After"]) == (503, "overloaded", "1")
+
+
+def test_a_jpeg_s_pixel_limit_applies_after_its_draft_reduction() -> None:
+    big = encoded(photo(2400, 1800), "JPEG", quality=80)  # 4.3 MP, decoded at 1/8: 300x225
+    assert pipeline.decode(big, "image/jpeg", (224, 224), 100_000).size == (300, 225)
+    with pytest.raises(HandlerError) as err:
+        pipeline.decode(encoded(photo(2400, 1800), "PNG"), "image/png", (224, 224), 100_000)
+    assert err.value.code == "image_too_large"

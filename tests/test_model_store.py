@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import http.server
 import json
+import logging
+import os
 import pathlib
 import pickle
 import socket
@@ -19,7 +22,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from harness import cli
 from harness.model import builder
-from harness.model.store import LocalModel, ModelError, ModelStore, create_session, describe
+from harness.model.store import LocalModel, ModelError, ModelStore, create_session, describe, redact
 
 
 def _tiny_classifier(
@@ -73,9 +76,44 @@ class _Server:
 
             def do_GET(self) -> None:
                 server.requests.append(self.path)
+                name = self.path.rsplit("/", 1)[-1]
                 if self.path.startswith("/slow/"):
                     time.sleep(1.0)  # longer than the tests' timeout
+                elif self.path.startswith("/gzip/"):
+                    return self.reply(gzip.compress((root / name).read_bytes()), {"Content-Encoding": "gzip"})
+                elif self.path.startswith("/trickle/"):
+                    # Each byte well within any read timeout, the whole far beyond the download's deadline.
+                    data = (root / name).read_bytes()
+                    self.send_response(200)
+                    self.send_header("Content-Length", str(len(data)))
+                    self.end_headers()
+                    for i in range(len(data)):
+                        self.wfile.write(data[i : i + 1])
+                        self.wfile.flush()
+                        time.sleep(0.05)
+                    return None
+                elif self.path.startswith("/chunked/"):
+                    self.send_response(200)
+                    self.send_header("Transfer-Encoding", "chunked")
+                    self.end_headers()
+                    data = (root / name).read_bytes()
+                    self.wfile.write(b"%x\r\n%s\r\n0\r\n\r\n" % (len(data), data))
+                    return None
+                elif self.path.startswith("/to-localhost/"):
+                    port = self.server.server_address[1]
+                    return self.reply(b"", {"Location": f"http://localhost:{port}/{name}"}, status=302)
+                elif self.path.startswith("/to-same/"):
+                    return self.reply(b"", {"Location": f"/{name}"}, status=301)
                 super().do_GET()
+                return None
+
+            def reply(self, body: bytes, headers: dict[str, str], status: int = 200) -> None:
+                self.send_response(status)
+                for key, value in headers.items():
+                    self.send_header(key, value)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
 
             def log_message(self, format: str, *args: object) -> None:
                 pass
@@ -207,7 +245,7 @@ def test_download_without_hash_still_caches_by_hash(served, tmp_path):
     server, root = served
     data = _tiny_classifier(["n", 3, 32, 32], "NCHW")
     (root / "m.onnx").write_bytes(data)
-    model = ModelStore(tmp_path / "cache").fetch(f"{server.url}/m.onnx")
+    model = ModelStore(tmp_path / "cache", allow_unverified_urls=True).fetch(f"{server.url}/m.onnx")
     assert model.path.name == f"{_sha(data)}.onnx" and model.sha256 == _sha(data)
 
 
@@ -227,7 +265,7 @@ def test_download_404(served, tmp_path):
     server, _ = served
     url = f"{server.url}/missing.onnx"
     with pytest.raises(ModelError, match=r"download failed: HTTP 404") as err:
-        ModelStore(tmp_path / "cache").fetch(url)
+        ModelStore(tmp_path / "cache").fetch(url, "0" * 64)
     assert err.value.model == url
     assert list((tmp_path / "cache").iterdir()) == []
 
@@ -235,17 +273,123 @@ def test_download_404(served, tmp_path):
 def test_download_unreachable(tmp_path):
     url = f"http://127.0.0.1:{_free_port()}/m.onnx"
     with pytest.raises(ModelError, match=r"download failed: ConnectError: .*[Rr]efused") as err:
-        ModelStore(tmp_path / "cache", timeout_s=5).fetch(url)
+        ModelStore(tmp_path / "cache", timeout_s=5).fetch(url, "0" * 64)
     assert err.value.model == url
 
 
 def test_download_timeout(served, tmp_path):
     server, _ = served
     url = f"{server.url}/slow/m.onnx"
-    with pytest.raises(ModelError, match=r"download timed out after 0.2 s") as err:
-        ModelStore(tmp_path / "cache", timeout_s=0.2).fetch(url)
+    with pytest.raises(ModelError, match=r"download timed out: not complete within 0.2 s") as err:
+        ModelStore(tmp_path / "cache", timeout_s=0.2).fetch(url, "0" * 64)
     assert err.value.model == url
+    # The download's thread notices its deadline at its next read and removes its partial file.
+    deadline = time.monotonic() + 5
+    while list((tmp_path / "cache").iterdir()) and time.monotonic() < deadline:
+        time.sleep(0.05)
     assert list((tmp_path / "cache").iterdir()) == []
+
+
+# Downloads bounded and verified (issue 14)
+
+
+def test_an_http_model_needs_its_sha256_unless_insecure_is_allowed(served, tmp_path, caplog):
+    server, root = served
+    data = _tiny_classifier(["n", 3, 32, 32], "NCHW")
+    (root / "m.onnx").write_bytes(data)
+    url = f"{server.url}/m.onnx"
+    with pytest.raises(ModelError, match=r"needs its expected sha256 \(serve: --model-sha256"):
+        ModelStore(tmp_path / "cache").fetch(url)
+    assert server.requests == []
+    with caplog.at_level(logging.WARNING, logger="harness.model.store"):
+        model = ModelStore(tmp_path / "cache", allow_unverified_urls=True).fetch(url)
+    assert model.sha256 == _sha(data)
+    assert "without verifying its sha256" in caplog.text
+
+
+def test_download_size_cap_declared_and_streamed(served, tmp_path):
+    server, root = served
+    data = _tiny_classifier(["n", 3, 32, 32], "NCHW")
+    (root / "m.onnx").write_bytes(data)
+    store = ModelStore(tmp_path / "cache", max_bytes=len(data) - 1)
+    with pytest.raises(ModelError, match=rf"{len(data)} bytes, larger than the limit of {len(data) - 1} bytes"):
+        store.fetch(f"{server.url}/m.onnx", _sha(data))
+    with pytest.raises(ModelError, match=rf"larger than the limit of {len(data) - 1} bytes"):
+        store.fetch(f"{server.url}/chunked/m.onnx", _sha(data))  # no Content-Length: counted as it streams
+    assert list((tmp_path / "cache").iterdir()) == []
+    assert ModelStore(tmp_path / "cache", max_bytes=len(data)).fetch(f"{server.url}/chunked/m.onnx", _sha(data))
+    # A local file past the cap is refused too.
+    with pytest.raises(ModelError, match=r"larger than the limit"):
+        store.fetch(str(root / "m.onnx"))
+
+
+def test_download_asks_for_identity_and_refuses_an_encoded_body(served, tmp_path):
+    server, root = served
+    data = _tiny_classifier(["n", 3, 32, 32], "NCHW")
+    (root / "m.onnx").write_bytes(data)
+    with pytest.raises(ModelError, match=r"Content-Encoding 'gzip'; a model must come as identity"):
+        ModelStore(tmp_path / "cache").fetch(f"{server.url}/gzip/m.onnx", _sha(data))
+
+
+def test_download_deadline_is_for_the_whole_download(served, tmp_path):
+    server, root = served
+    (root / "m.onnx").write_bytes(b"x" * 400)  # 400 bytes at 20 a second: 20 s, each read quick
+    started = time.monotonic()
+    with pytest.raises(ModelError, match=r"download timed out: not complete within 1 s"):
+        ModelStore(tmp_path / "cache", timeout_s=1.0).fetch(f"{server.url}/trickle/m.onnx", "0" * 64)
+    assert time.monotonic() - started < 2.0
+    deadline = time.monotonic() + 5
+    while list((tmp_path / "cache").iterdir()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert list((tmp_path / "cache").iterdir()) == []  # the partial file went with the download
+
+
+def test_redirects_stay_on_the_host_and_never_leave_https(served, tmp_path):
+    server, root = served
+    data = _tiny_classifier(["n", 3, 32, 32], "NCHW")
+    (root / "m.onnx").write_bytes(data)
+    assert ModelStore(tmp_path / "a").fetch(f"{server.url}/to-same/m.onnx", _sha(data)).sha256 == _sha(data)
+    with pytest.raises(ModelError, match=r"refused a redirect to another host \(http://localhost:\d+/m.onnx\)"):
+        ModelStore(tmp_path / "b").fetch(f"{server.url}/to-localhost/m.onnx", _sha(data))
+    anywhere = ModelStore(tmp_path / "c", redirects_anywhere=True)
+    assert anywhere.fetch(f"{server.url}/to-localhost/m.onnx", _sha(data)).sha256 == _sha(data)
+    import httpx
+
+    store = ModelStore(tmp_path / "d")
+    with pytest.raises(ModelError, match=r"refused a redirect from https to http"):
+        store._redirect_target("https://cdn.test/m.onnx", httpx.URL("https://cdn.test/m.onnx"), "http://cdn.test/m")
+
+
+def test_the_model_loaded_is_the_file_that_was_hashed(tiny, tmp_path):
+    model = ModelStore(tmp_path).fetch(str(tiny))
+    assert model.content is not None and hashlib.sha256(model.content).hexdigest() == model.sha256
+    tiny.write_bytes(b"swapped after the hash")  # the file changes between the hash and the load
+    session = create_session(model, intra_op_threads=1)
+    assert describe(session, model).input_name == "image"
+
+
+def test_orphaned_partial_downloads_are_removed(served, tmp_path):
+    server, root = served
+    data = _tiny_classifier(["n", 3, 32, 32], "NCHW")
+    (root / "m.onnx").write_bytes(data)
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    orphan, fresh = cache / ".download-dead.part", cache / ".download-live.part"
+    orphan.write_bytes(b"half")
+    fresh.write_bytes(b"half")
+    os.utime(orphan, (time.time() - 3600, time.time() - 3600))
+    ModelStore(cache).fetch(f"{server.url}/m.onnx", _sha(data))
+    assert not orphan.exists() and fresh.exists()  # another download may own a fresh one
+
+
+def test_a_url_s_credentials_and_query_never_show(served, tmp_path):
+    server, _ = served
+    secret_url = server.url.replace("http://", "http://user:hunter2@") + "/missing.onnx?sig=s3cr3t"
+    assert redact(secret_url) == f"{server.url}/missing.onnx?<redacted>"
+    with pytest.raises(ModelError) as err:
+        ModelStore(tmp_path / "cache").fetch(secret_url, "0" * 64)
+    assert "hunter2" not in str(err.value) and "s3cr3t" not in str(err.value)
+    assert f"{server.url}/missing.onnx?<redacted>" in str(err.value)
 
 
 # describe()
@@ -319,7 +463,7 @@ def test_describe_rejects_non_image_input(tmp_path):
 def test_describe_model_from_url_is_named_after_the_url(served, tmp_path):
     server, root = served
     (root / "resnet-tiny.onnx").write_bytes(_tiny_classifier(["n", 3, 32, 32], "NCHW"))
-    model = ModelStore(tmp_path / "cache").fetch(f"{server.url}/resnet-tiny.onnx")
+    model = ModelStore(tmp_path / "cache", allow_unverified_urls=True).fetch(f"{server.url}/resnet-tiny.onnx")
     assert describe(create_session(model, intra_op_threads=1), model).name == "resnet-tiny"
 
 

@@ -1,5 +1,5 @@
 """The telemetry process: a handler's spans and metrics recorded in a child process fed over a socket pair,
-its /metrics answers, its OTLP export, and what happens when it dies or cannot start."""
+its /metrics answers, its OTLP export, and what happens when it dies, stops answering or cannot start."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -20,11 +20,11 @@ from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportM
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from telemetry_fixtures import MakeReceiver, sample_lines, sample_value, wait_for
 
-from harness.handler.telemetry_link import (
+from harness.handler.telemetry.link import TelemetryProcess
+from harness.handler.telemetry.records import (
     InitEvent,
     ModelLoaded,
     RequestRecord,
-    TelemetryProcess,
     TelemetrySettings,
     TelemetryUnavailable,
 )
@@ -153,7 +153,8 @@ def test_while_it_cannot_start_scrapes_are_unavailable_and_losses_are_kept(
 def test_the_process_ends_when_its_handler_dies() -> None:
     script = (
         "import os\n"
-        "from harness.handler.telemetry_link import TelemetryProcess, TelemetrySettings\n"
+        "from harness.handler.telemetry.link import TelemetryProcess\n"
+        "from harness.handler.telemetry.records import TelemetrySettings\n"
         "p = TelemetryProcess(TelemetrySettings('s', '1', 'r', 'p'))\n"
         "p.start(lambda: 0, lambda: 0, lambda: True)\n"
         "p.scrape()\n"
@@ -176,19 +177,6 @@ def test_the_process_ignores_signals_meant_for_its_handler(processes: Callable[.
     p.submit(request())
     assert sample_value(p.scrape().payload.decode(), REQUESTS) == 2
     assert p.starts == 1
-
-
-def test_the_process_exports_at_normal_priority(
-    processes: Callable[..., TelemetryProcess], receiver: MakeReceiver
-) -> None:
-    """Its exporters need not give way to serving threads (none share its GIL): under sustained load they
-    keep pace, as any process's would, and drop nothing for want of CPU."""
-    server = receiver()
-    p = processes(dataclasses.replace(SETTINGS, otlp_endpoint=server.url.removesuffix("/v1/traces")))
-    p.scrape()
-    tasks = list(Path(f"/proc/{p.pid}/task").iterdir())
-    assert len(tasks) >= 3  # reader, span export, metric push
-    assert {os.sched_getscheduler(int(task.name)) for task in tasks} == {os.SCHED_OTHER}
 
 
 def test_a_full_hand_over_queue_refuses_items_and_counts_them() -> None:
@@ -224,3 +212,55 @@ def test_a_process_that_stops_answering_is_replaced(processes: Callable[..., Tel
             os.kill(stuck, signal.SIGCONT)
     assert sample_lines(p.scrape().payload.decode(), REQUESTS) == []  # a new process answers
     assert p.pid != stuck and p.starts == 2
+
+
+def test_scrapes_do_not_queue_behind_a_stopped_process(processes: Callable[..., TelemetryProcess]) -> None:
+    """Scrapes that meet a stuck telemetry process (SIGSTOP) answer 503 within the reply timeout, together,
+    not one after another; the stuck process is killed (none replaces it within `restart_after_s`)."""
+    p = processes(restart_after_s=3600.0)
+    p.submit(request())
+    assert sample_value(p.scrape().payload.decode(), REQUESTS) == 1
+    stuck = p.pid
+    assert stuck is not None
+    os.kill(stuck, signal.SIGSTOP)
+    try:
+        took: list[float] = []
+        answered: list[bool] = []
+
+        def scrape() -> None:
+            began = time.monotonic()
+            try:
+                p.scrape()
+                answered.append(True)
+            except TelemetryUnavailable:
+                answered.append(False)
+            took.append(time.monotonic() - began)
+
+        began = time.monotonic()
+        threads = [threading.Thread(target=scrape) for _ in range(4)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=60)
+        elapsed = time.monotonic() - began
+        assert answered == [False] * 4
+        # Each waits the reply timeout (3 s by default) at most, whatever the others do.
+        assert max(took) < p.reply_timeout_s + 1.5 and elapsed < p.reply_timeout_s + 2, took
+        assert wait_for(lambda: not process_running(stuck))  # killed, not left behind
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(stuck, signal.SIGCONT)
+
+
+def test_a_client_that_says_not_sampled_still_gets_spans(receiver: MakeReceiver) -> None:
+    """The handler samples every request (span metrics are built from its spans), under the client's trace."""
+    server = receiver()
+    p = TelemetryProcess(dataclasses.replace(SETTINGS, otlp_endpoint=server.url.removesuffix("/v1/traces")))
+    p.start(active=lambda: 0, queued=lambda: 0, idle=lambda: True)
+    p.launch()
+    p.submit(request(traceparent=f"00-{TRACE_ID}-00f067aa0ba902b7-00"))
+    p.shutdown()
+    traces = [ExportTraceServiceRequest.FromString(body) for path, _, body in server.received if path == "/v1/traces"]
+    spans = [s for t in traces for rs in t.resource_spans for ss in rs.scope_spans for s in ss.spans]
+    assert sorted(s.name for s in spans) == ["POST /v1/classify", "decode", "inference"]
+    assert {s.trace_id.hex() for s in spans} == {TRACE_ID}

@@ -39,6 +39,12 @@ class Admission:
         """Admitted requests not running yet."""
         return max(self.admitted - self._running, 0)
 
+    def check(self) -> None:
+        """Raises 503 when `enter` would: a full house need not take a request's body in first."""
+        if self.admitted >= self.limit + self.queue_limit:
+            self.shed += 1
+            raise errors.overloaded(self.retry_after_s())
+
     def enter(self) -> None:
         """Admits a request, or raises 503 when `limit` run and `queue_limit` already wait."""
         if self.admitted >= self.limit + self.queue_limit:
@@ -64,3 +70,24 @@ class Admission:
     def retry_after_s(self) -> int:
         backlog_s = self.admitted * self._recent_service_s / max(self.limit, 1)
         return max(1, math.ceil(backlog_s))
+
+
+class ByteBudget:
+    """Bytes held at once by all requests together (bodies being read, images being decoded); thread-safe."""
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self.used = 0
+        self._lock = threading.Lock()
+
+    def take(self, n: int) -> bool:
+        """Reserves `n` bytes; False (and nothing reserved) when they do not fit."""
+        with self._lock:
+            if self.used + n > self.capacity:
+                return False
+            self.used += n
+            return True
+
+    def give(self, n: int) -> None:
+        with self._lock:
+            self.used -= n

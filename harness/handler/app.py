@@ -22,31 +22,47 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from harness import __version__
 from harness.handler import errors, pipeline
-from harness.handler.admission import Admission
+from harness.handler.admission import Admission, ByteBudget
 from harness.handler.errors import HandlerError
-from harness.handler.lifecycle import ColdStart, LoadedModel, ModelRuntime
+from harness.handler.lifecycle import ColdStart, LoadedModel, ModelRuntime, ModelUnavailable, model_store
 from harness.handler.openapi import MAX_TOP_K, openapi_document
+from harness.handler.protocol import ConnectionCount
 from harness.handler.settings import HandlerSettings
-from harness.handler.telemetry_link import (
+from harness.handler.telemetry.link import TelemetrySink, make_telemetry
+from harness.handler.telemetry.records import (
     CLASSIFY_ROUTE,
     InitEvent,
     ModelLoaded,
     RequestRecord,
     TelemetrySettings,
-    TelemetrySink,
     TelemetryUnavailable,
-    make_telemetry,
 )
 from harness.handler.workers import WorkerPool
-from harness.model.store import ModelError, ModelInfo, ModelStore
+from harness.model.store import ModelInfo, ModelStore
 
 DEFAULT_TOP_K = 5
+# A body's minimum rate is checked over windows this long: a pause of a few TCP retransmissions passes.
+RATE_WINDOW_S = 2.0
+# A refused request's unread body is read and dropped, up to this much, before the answer and the close:
+# a client that sends its whole body before reading (Python's urllib, most HTTP libraries) would otherwise
+# meet a connection reset instead of the answer.
+LINGER_MAX_BYTES = 32 * 1024 * 1024
+LINGER_MAX_S = 2.0
 
 logger = logging.getLogger(__name__)
 
 
 class ClientDisconnected(Exception):
     """The client went away before its request body had arrived: there is no one left to answer."""
+
+
+@dataclass
+class BodyState:
+    """How far a request's body was read, and what of the body budget it holds."""
+
+    received: bool = False  # receive() was called at least once (an Expect: 100-continue was answered)
+    complete: bool = False
+    reserved: int = 0
 
 
 @dataclass
@@ -83,12 +99,17 @@ class Outcome:
 
 
 def run_pipeline(
-    model: LoadedModel, body: bytes, content_type: str, top_k: int, max_pixels: int, times: StageTimes
+    model: LoadedModel,
+    body: bytes,
+    content_type: str,
+    top_k: int,
+    limits: pipeline.DecodeLimits | int,
+    times: StageTimes,
 ) -> list[pipeline.Prediction]:
     """All four stages, in one worker thread: one hop off the event loop instead of four."""
     clock = time.time_ns
     t0 = clock()
-    image = pipeline.decode(body, content_type, (model.spec.width, model.spec.height), max_pixels)
+    image = pipeline.decode(body, content_type, (model.spec.width, model.spec.height), limits)
     t1 = clock()
     times.marks.append(("decode", t0, t1))
     tensor = pipeline.preprocess(image, model.spec)
@@ -106,12 +127,20 @@ class Handler:
     """The request path: admission, body, model, pipeline, telemetry; one per app."""
 
     def __init__(
-        self, settings: HandlerSettings, telemetry: TelemetrySink, store: ModelStore, init: InitRecord
+        self,
+        settings: HandlerSettings,
+        telemetry: TelemetrySink,
+        store: ModelStore,
+        init: InitRecord,
+        connections: ConnectionCount | None = None,
     ) -> None:
         self.settings = settings
         self.telemetry = telemetry
         self.init = init
+        self.connections = connections
         self.admission = Admission(settings.effective_concurrency, settings.queue)
+        self.body_budget = ByteBudget(settings.body_budget_bytes)
+        self.decode_budget = ByteBudget(settings.decode_budget_bytes)
         self.executor = WorkerPool(settings.effective_concurrency, "inference")
         self.runtime = ModelRuntime(
             store=store,
@@ -131,6 +160,10 @@ class Handler:
         )
 
     # -- lifecycle -------------------------------------------------------------------------------------
+
+    def start_draining(self) -> None:
+        """From now on /readyz answers 503 and new requests are refused; called at SIGTERM."""
+        self.draining = True
 
     def _record_model_load(self, cold: ColdStart) -> None:
         kind = {"edgeharness.coldstart.kind": "model", "edgeharness.coldstart.reason": cold.reason}
@@ -165,18 +198,25 @@ class Handler:
         outcome = Outcome(start_ns=time.time_ns())
         start = time.perf_counter()
         headers = Headers(scope=scope)
+        body = BodyState()
         try:
-            payload, extra = await self._classify(scope, headers, receive, outcome, start)
+            payload, extra = await self._classify(scope, headers, receive, outcome, start, body)
         except HandlerError as exc:
             outcome.status, outcome.error_code = exc.status, exc.code
             payload, extra = json_bytes(exc.body()), exc.headers
+            drained = body.complete or await _linger(receive, headers, body, exc.status == 408)
+            if exc.close or not drained:
+                extra = {**extra, "Connection": "close"}
         except ClientDisconnected:
             return
         except Exception:  # a defect, not bad input: answered as JSON and counted, never a crash
             logger.exception("classify failed")
             outcome.status, outcome.error_code = 500, "internal_error"
             payload = json_bytes({"error": {"code": "internal_error", "message": "the handler failed; see its log"}})
-            extra = {}
+            extra = {"Connection": "close"} if not body.complete else {}
+        finally:
+            if body.reserved:
+                self.body_budget.give(body.reserved)
         outcome.duration_s = time.perf_counter() - start
         response_headers = [
             (b"content-type", b"application/json"),
@@ -205,13 +245,18 @@ class Handler:
         )
 
     async def _classify(
-        self, scope: Scope, headers: Headers, receive: Receive, outcome: Outcome, start: float
+        self, scope: Scope, headers: Headers, receive: Receive, outcome: Outcome, start: float, state: BodyState
     ) -> tuple[bytes, dict[str, str]]:
         if self.draining:
             raise errors.draining()
+        if self.connections is not None and self.connections.over:
+            raise errors.too_many_connections(self.connections.limit)
         top_k = _parse_top_k(scope.get("query_string", b""))
         content_type = pipeline.media_type(headers.get("content-type"))
-        body = await _read_body(receive, headers.get("content-length"), self.settings.max_body_bytes)
+        # A full house need not take the body in first; the admission itself comes once the body is here,
+        # so a slow body holds bytes of the body budget, never a slot of the queue.
+        self.admission.check()
+        body = await self._read_body(receive, headers.get("content-length"), state)
         if not body:
             raise errors.empty_body()
 
@@ -222,8 +267,8 @@ class Handler:
         try:
             try:
                 model, cold = await self.runtime.acquire(self.executor)
-            except ModelError as exc:
-                raise errors.model_unavailable(str(exc)) from exc
+            except ModelUnavailable as exc:
+                raise errors.model_unavailable(exc.retry_after_s) from None
             outcome.model = model.info
             try:
                 predictions = await self.executor.run(self._run, model, body, content_type, top_k, times)
@@ -262,6 +307,61 @@ class Handler:
         outcome.status = 200
         return json_bytes(body_out), extra
 
+    async def _read_body(self, receive: Receive, declared: str | None, state: BodyState) -> bytes:
+        """The body, refused as soon as it passes the size limit, the body budget, its deadline or its
+        minimum rate: never buffered whole first, never waited for without end."""
+        settings = self.settings
+        limit = settings.max_body_bytes
+        if declared is not None:
+            try:
+                if int(declared) > limit:
+                    raise errors.body_too_large(limit)
+            except ValueError:
+                raise HandlerError(
+                    400, "invalid_content_length", "Content-Length is not a number", close=True
+                ) from None
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        deadline = started + settings.body_timeout
+        window_end = started + RATE_WINDOW_S
+        window_bytes = 0
+        window_min = settings.body_min_rate * RATE_WINDOW_S
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            state.received = True
+            try:
+                async with asyncio.timeout_at(min(deadline, window_end)):
+                    message = await receive()
+            except TimeoutError:
+                message = None
+            if message is not None:
+                if message["type"] == "http.disconnect":
+                    raise ClientDisconnected
+                chunk = message.get("body", b"")
+                size += len(chunk)
+                if size > limit:
+                    raise errors.body_too_large(limit)
+                if chunk:
+                    if not self.body_budget.take(len(chunk)):
+                        raise errors.bodies_over_budget(self.body_budget.capacity)
+                    state.reserved += len(chunk)
+                    chunks.append(chunk)
+                    window_bytes += len(chunk)
+                if not message.get("more_body", False):
+                    state.complete = True
+                    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+            now = loop.time()
+            if now >= deadline:
+                raise errors.request_timeout(f"did not arrive within {settings.body_timeout:g} s")
+            if now >= window_end:
+                if window_bytes < window_min:
+                    raise errors.request_timeout(
+                        f"arrived slower than {settings.body_min_rate} bytes/s ({window_bytes} bytes "
+                        f"in {RATE_WINDOW_S:g} s)"
+                    )
+                window_end, window_bytes = now + RATE_WINDOW_S, 0
+
     def _run(
         self, model: LoadedModel, body: bytes, content_type: str, top_k: int, times: StageTimes
     ) -> list[pipeline.Prediction]:
@@ -269,7 +369,8 @@ class Handler:
         times.started = started = time.perf_counter()
         self.admission.started()
         try:
-            return run_pipeline(model, body, content_type, top_k, self.settings.max_image_pixels, times)
+            limits = pipeline.DecodeLimits(self.settings.max_image_pixels, self.decode_budget)
+            return run_pipeline(model, body, content_type, top_k, limits, times)
         finally:
             self.admission.finished(time.perf_counter() - started)
 
@@ -329,27 +430,27 @@ def _parse_top_k(query_string: bytes) -> int:
     return k
 
 
-async def _read_body(receive: Receive, declared: str | None, limit: int) -> bytes:
-    """Read the body, refusing it as soon as it passes the limit: never buffered whole first."""
-    if declared is not None:
-        try:
-            if int(declared) > limit:
-                raise errors.body_too_large(limit)
-        except ValueError:
-            raise HandlerError(400, "invalid_content_length", "Content-Length is not a number") from None
-    chunks: list[bytes] = []
-    size = 0
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            raise ClientDisconnected
-        chunk = message.get("body", b"")
-        size += len(chunk)
-        if size > limit:
-            raise errors.body_too_large(limit)
-        chunks.append(chunk)
-        if not message.get("more_body", False):
-            return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+async def _linger(receive: Receive, headers: Headers, state: BodyState, timed_out: bool) -> bool:
+    """Reads and drops what is left of a refused request's body, bounded in bytes and time; True when it
+    all came (the connection can be kept), False when the connection must close after the answer."""
+    if timed_out or (not state.received and headers.get("expect", "").lower() == "100-continue"):
+        # A client waiting for 100 Continue has sent no body: it reads the answer and sends nothing more.
+        return False
+    loop = asyncio.get_running_loop()
+    dropped = 0
+    try:
+        async with asyncio.timeout_at(loop.time() + LINGER_MAX_S):
+            while dropped <= LINGER_MAX_BYTES:
+                message = await receive()
+                if message["type"] == "http.disconnect":
+                    return False
+                dropped += len(message.get("body", b""))
+                if not message.get("more_body", False):
+                    state.complete = True
+                    return True
+    except TimeoutError:
+        pass
+    return False
 
 
 def json_bytes(content: Any) -> bytes:
@@ -379,13 +480,19 @@ class HandlerApp(Starlette):
     """The handler's Starlette app; POST /v1/classify goes straight to its endpoint, past the middleware
     and the router, whose per-request work is not needed there."""
 
-    def __init__(self, classify: ASGIApp, **kwargs: Any) -> None:
+    def __init__(self, classify: ASGIApp, connections: ConnectionCount | None = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self._classify = classify
+        self._connections = connections
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["method"] == "POST" and scope["path"] == CLASSIFY_ROUTE:
-            await self._classify(scope, receive, send)
+            await self._classify(scope, receive, send)  # which checks the connection cap itself
+        elif scope["type"] == "http" and self._connections is not None and self._connections.over:
+            refused = errors.too_many_connections(self._connections.limit)
+            await JSONResponse(refused.body(), refused.status, {**refused.headers, "Connection": "close"})(
+                scope, receive, send
+            )
         else:
             await super().__call__(scope, receive, send)
 
@@ -396,6 +503,7 @@ def create_app(
     telemetry: TelemetrySink | None = None,
     store: ModelStore | None = None,
     init: InitRecord | None = None,
+    connections: ConnectionCount | None = None,
 ) -> HandlerApp:
     """Build a handler app; every collaborator can be passed in, none is global."""
     if telemetry is None:
@@ -407,10 +515,11 @@ def create_app(
                 pop=settings.pop_name,
                 otlp_endpoint=settings.otlp_endpoint,
                 enabled=settings.telemetry,
-            ),
-            in_process=not settings.telemetry_process,
+            )
         )
-    handler = Handler(settings, telemetry, store or ModelStore(settings.cache_dir), init or InitRecord())
+    handler = Handler(
+        settings, telemetry, store or model_store(settings), init or InitRecord(), connections=connections
+    )
     routes = [
         # Reached only by other methods (405): HandlerApp takes POST straight to the endpoint.
         Route(CLASSIFY_ROUTE, _Classify(handler), methods=["POST"]),
@@ -421,6 +530,7 @@ def create_app(
     ]
     app = HandlerApp(
         handler.classify,
+        connections,
         routes=routes,
         lifespan=handler.lifespan,
         exception_handlers={HTTPException: _http_exception},

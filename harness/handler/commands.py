@@ -41,12 +41,16 @@ def _serve(args: argparse.Namespace) -> int:
     except SettingsError as exc:
         print(f"edgeharness serve: {exc}", file=sys.stderr)
         return 2
+    if settings.start_strategy == "zygote":
+        from harness.handler.zygote import run_zygote
+
+        return run_zygote(settings, started)
     # The heavy imports (numpy, Pillow, ONNX Runtime, Starlette, uvicorn) are the first init phase. An
     # eager model load begins as soon as ONNX Runtime is in, and runs beside the rest of them.
-    from harness.handler.lifecycle import start_loading
-    from harness.model.store import ModelError, ModelStore
+    from harness.handler.lifecycle import model_store, start_loading
+    from harness.model.store import ModelError
 
-    store = ModelStore(settings.cache_dir)
+    store = model_store(settings)
     loading = None
     if settings.load == "eager":
         loading = start_loading(store, settings.model, settings.model_sha256 or None, settings.threads)

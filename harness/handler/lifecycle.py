@@ -3,17 +3,50 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import logging
+import math
+import os
 import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Executor, Future
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from PIL import Image
 
 from harness.handler.pipeline import InputSpec, infer, preprocess
-from harness.model.store import LocalModel, ModelInfo, ModelStore, create_session, describe
+from harness.model.store import LocalModel, ModelError, ModelInfo, ModelStore, create_session, describe
+
+if TYPE_CHECKING:
+    from harness.handler.settings import HandlerSettings
+
+logger = logging.getLogger(__name__)
+
+# After a failed load, requests are refused at once (503) for this long before the next try; doubled at
+# each failure in a row, up to the maximum.
+RETRY_BACKOFF_S = 1.0
+RETRY_BACKOFF_MAX_S = 60.0
+
+
+class ModelUnavailable(Exception):
+    """The model failed to load (its log line says why); the next try comes after `retry_after_s`."""
+
+    def __init__(self, retry_after_s: int) -> None:
+        super().__init__(f"the model could not be loaded; next try in {retry_after_s} s")
+        self.retry_after_s = retry_after_s
+
+
+def model_store(settings: HandlerSettings) -> ModelStore:
+    """The store a handler with these settings fetches its model through."""
+    return ModelStore(
+        settings.cache_dir,
+        settings.model_download_timeout,
+        max_bytes=settings.model_max_bytes,
+        allow_unverified_urls=settings.insecure_model_url,
+        redirects_anywhere=settings.model_redirects_anywhere,
+    )
 
 
 @dataclass(frozen=True)
@@ -35,6 +68,7 @@ class LoadedModel:
     session: Any
     spec: InputSpec
     loaded_at: float = field(default_factory=time.monotonic)
+    pid: int = field(default_factory=os.getpid)  # the process that created the session (a zygote's child)
 
 
 def load_model(
@@ -47,6 +81,7 @@ def load_model(
     t1 = time.perf_counter()
     phases["fetch"] = (t1 - start) * 1000
     session = create_session(local, intra_op_threads=threads)
+    local = dataclasses.replace(local, content=None)  # the session has its own copy of the weights
     info = describe(session, local)
     spec = InputSpec.from_info(info)
     t2 = time.perf_counter()
@@ -106,7 +141,9 @@ class ModelRuntime:
         self._on_loaded_changed = on_loaded_changed
         self._clock = clock
         self._model: LoadedModel | None = None
-        self._load_lock = asyncio.Lock()
+        self._loading: asyncio.Future[tuple[LoadedModel, ColdStart]] | None = None
+        self._failures = 0
+        self._retry_at = 0.0
         self._in_use = 0
         self._last_used = clock()
         self._ever_loaded = False
@@ -126,16 +163,51 @@ class ModelRuntime:
         model = self._model
         cold: ColdStart | None = None
         if model is None:
-            async with self._load_lock:
-                model = self._model
-                if model is None:
-                    reason = "scaled_to_zero" if self._ever_loaded else "first_request"
-                    loop = asyncio.get_running_loop()
-                    model, cold = await loop.run_in_executor(executor, self.load_blocking, reason)
-                    self._install(model, cold)
+            model, cold = await self._load(executor)
         self._in_use += 1
         self._last_used = self._clock()
         return model, cold
+
+    async def _load(self, executor: Executor | None) -> tuple[LoadedModel, ColdStart | None]:
+        """One load for every request waiting: they succeed or fail together. After a failure, requests
+        fail at once until the backoff has passed, instead of each trying the load again in turn."""
+        now = self._clock()
+        if now < self._retry_at:
+            raise ModelUnavailable(math.ceil(self._retry_at - now))
+        loading = self._loading
+        first = loading is None
+        if loading is None:
+            reason = "scaled_to_zero" if self._ever_loaded else "first_request"
+            loop = asyncio.get_running_loop()
+            loading = self._loading = loop.run_in_executor(executor, self.load_blocking, reason)
+            # Registered before any waiter's wake-up, so the model is installed (or the failure noted)
+            # before the first of them runs on.
+            loading.add_done_callback(self._settle)
+        try:
+            model, cold = await asyncio.shield(loading)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            raise ModelUnavailable(math.ceil(max(self._retry_at - self._clock(), 1))) from None
+        return model, cold if first else None
+
+    def _settle(self, loading: asyncio.Future[tuple[LoadedModel, ColdStart]]) -> None:
+        self._loading = None
+        if loading.cancelled():
+            return
+        error = loading.exception()
+        if error is None:
+            self._failures = 0
+            self._install(*loading.result())
+            return
+        self._failures += 1
+        backoff = min(RETRY_BACKOFF_S * 2 ** (self._failures - 1), RETRY_BACKOFF_MAX_S)
+        self._retry_at = self._clock() + backoff
+        # ModelError redacts a URL's credentials and query; anything else is a defect, with its traceback.
+        if isinstance(error, ModelError):
+            logger.error("model load failed (%d in a row; next try in %g s): %s", self._failures, backoff, error)
+        else:
+            logger.error("model load failed (%d in a row; next try in %g s)", self._failures, backoff, exc_info=error)
 
     def release(self) -> None:
         self._in_use -= 1

@@ -58,10 +58,14 @@ def openapi_document(version: str) -> dict[str, Any]:
                     "responses": {
                         "200": _json("Top-k classes", {"$ref": "#/components/schemas/Classification"}),
                         "400": _error("Empty body, corrupt image or malformed query"),
+                        "408": _error("Body (or headers) not arrived within the deadline or above the minimum rate"),
                         "413": _error("Body over the size limit"),
                         "415": _error("Missing or unsupported Content-Type"),
-                        "422": _error("Image dimensions over the pixel limit"),
-                        "503": _error("Overloaded, draining or model unavailable; see Retry-After"),
+                        "422": _error("Image over the pixel limit or the decode budget, or a JPEG with too many scans"),
+                        "503": _error(
+                            "Overloaded (concurrency, queue, body or decode budget), too many connections, draining "
+                            "or model unavailable; see Retry-After"
+                        ),
                     },
                 }
             },

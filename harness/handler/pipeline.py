@@ -6,7 +6,7 @@ import functools
 import io
 import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
@@ -22,6 +22,29 @@ FORMATS: dict[str, str] = {"image/jpeg": "JPEG", "image/png": "PNG", "image/webp
 CONTENT_TYPES: tuple[str, ...] = tuple(FORMATS)
 # Rescale factors up to this use nearest-neighbour sampling (see preprocess).
 NEAREST_MAX_FACTOR = 1.25
+# A JPEG with more scans than this is refused: each scan of a progressive JPEG is a pass over all of its
+# coefficients, so hundreds of (tiny) scans cost seconds of CPU. Encoders write about 10.
+MAX_JPEG_SCANS = 64
+# libjpeg keeps a progressive JPEG's coefficients for the whole image, whatever the draft scale: up to
+# 3 components x 2 bytes per pixel (4:4:4).
+PROGRESSIVE_COEFFICIENT_BYTES = 6
+
+
+class Budget(Protocol):
+    capacity: int
+
+    def take(self, n: int) -> bool: ...
+
+    def give(self, n: int) -> None: ...
+
+
+@dataclass(frozen=True)
+class DecodeLimits:
+    """What one decode may cost: its pixels (a JPEG's after draft reduction) and its bytes, taken from a
+    budget all requests share while they decode."""
+
+    max_pixels: int
+    budget: Budget | None = None
 
 
 @dataclass(frozen=True)
@@ -71,10 +94,14 @@ def media_type(content_type: str | None) -> str:
     return bare
 
 
-def decode(body: bytes, content_type: str, size: tuple[int, int], max_pixels: int) -> Image.Image:
-    """Decode an image body to RGB, refusing corrupt data and decompression bombs before decoding."""
+def decode(body: bytes, content_type: str, size: tuple[int, int], limits: DecodeLimits | int) -> Image.Image:
+    """Decode an image body to RGB, refusing corrupt data and images too large or too costly before decoding:
+    over the pixel limit (a JPEG's after its draft reduction), with too many JPEG scans, or needing more
+    memory than the decode budget has."""
     if not body:
         raise errors.empty_body()
+    if isinstance(limits, int):
+        limits = DecodeLimits(limits)
     fmt = FORMATS[media_type(content_type)]
     try:
         image = Image.open(io.BytesIO(body), formats=[fmt])
@@ -85,12 +112,37 @@ def decode(body: bytes, content_type: str, size: tuple[int, int], max_pixels: in
     width, height = image.size
     if width < 1 or height < 1:
         raise errors.invalid_image(f"declared size {width}x{height}")
-    if width * height > max_pixels:
-        raise errors.image_too_large(width, height, max_pixels)
+    need = 0
+    if fmt == "JPEG":
+        scans = body.count(b"\xff\xda")  # SOS markers: entropy-coded data stuffs every 0xFF with 0x00
+        if scans > MAX_JPEG_SCANS:
+            raise errors.HandlerError(
+                422, "image_too_complex", f"the JPEG has {scans} scans, over the limit of {MAX_JPEG_SCANS}"
+            )
+        if image.info.get("progressive") or image.info.get("progression"):
+            need += width * height * PROGRESSIVE_COEFFICIENT_BYTES
+        # Draft mode lets libjpeg decode at 1/2, 1/4 or 1/8 scale: about 2x faster for large photos, and the
+        # pixel limit applies to what is decoded.
+        image.draft("RGB", size)
+        width, height = image.size
+    if width * height > limits.max_pixels:
+        raise errors.image_too_large(width, height, limits.max_pixels)
+    need += width * height * (_bytes_per_pixel(image.mode) + (0 if image.mode == "RGB" else 4))
+    budget = limits.budget
+    if budget is not None and not budget.take(need):
+        if need > budget.capacity:
+            raise errors.HandlerError(
+                422,
+                "image_too_large",
+                f"the image needs {need} bytes to decode, over the decode budget of {budget.capacity} bytes",
+            )
+        raise errors.HandlerError(
+            503,
+            "overloaded",
+            "the images being decoded hold the decode budget; retry later",
+            headers={"Retry-After": "1"},
+        )
     try:
-        if fmt == "JPEG":
-            # Draft mode lets libjpeg decode at 1/2, 1/4 or 1/8 scale: about 2x faster for large photos.
-            image.draft("RGB", size)
         image.load()
         if image.mode != "RGB":
             image = image.convert("RGB")
@@ -98,7 +150,17 @@ def decode(body: bytes, content_type: str, size: tuple[int, int], max_pixels: in
         raise errors.HandlerError(422, "image_too_large", f"the image declares too many pixels: {exc}") from exc
     except (OSError, SyntaxError, ValueError, MemoryError, EOFError) as exc:
         raise errors.invalid_image(f"{fmt} data is truncated or corrupt ({_reason(exc)})") from exc
+    finally:
+        if budget is not None:
+            budget.give(need)
     return image
+
+
+def _bytes_per_pixel(mode: str) -> int:
+    """Bytes a decoded pixel takes in Pillow: one per pixel for 1, L and P, two for 16-bit grey, else four."""
+    if mode in ("1", "L", "P"):
+        return 1
+    return 2 if mode.startswith("I;16") else 4
 
 
 def _reason(exc: BaseException) -> str:

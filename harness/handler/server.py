@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import gc
 import os
+import resource
 import signal
 import sys
 import time
@@ -38,12 +39,30 @@ def process_age_s() -> float | None:
     return uptime_s - start_ticks / os.sysconf("SC_CLK_TCK")
 
 
+def _allow_open_files(wanted: int) -> None:
+    """Raise the soft limit on open files towards `wanted` (never past the hard limit): the connection cap,
+    not a failing accept(), should be what refuses connections."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+    if soft != resource.RLIM_INFINITY and soft < target:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+
+
 class _Server(uvicorn.Server):
     """uvicorn's server, noting the moment it listens: the end of the process's init."""
 
-    def __init__(self, config: uvicorn.Config, on_listening: object) -> None:
+    def __init__(self, config: uvicorn.Config, on_listening: object, on_exit: object = None) -> None:
         super().__init__(config)
         self._on_listening = on_listening
+        self._on_exit = on_exit
+
+    def handle_exit(self, sig: int, frame: object) -> None:  # type: ignore[override]
+        # Draining begins at the signal, not at uvicorn's next look at its exit flag (up to 0.1 s on):
+        # /readyz says 503 and new requests are refused from this moment.
+        if callable(self._on_exit):
+            self._on_exit()
+        super().handle_exit(sig, frame)  # type: ignore[arg-type]
 
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
@@ -69,17 +88,26 @@ def serve(
     imports_done_at: float,
     store: ModelStore | None = None,
     loading: Future[tuple[LoadedModel, ColdStart]] | None = None,
+    *,
+    created_at: float | None = None,
+    first_phase: str = "imports",
 ) -> int:
     """Build the app, load the model (if eager; `loading` when its load has begun already), listen;
-    returns when SIGTERM/SIGINT drained it."""
+    returns when SIGTERM/SIGINT drained it. `created_at` (perf_counter) is when the process was asked for,
+    when its creator knows better than the kernel (a zygote's fork), and `first_phase` names what ran from
+    then until `imports_done_at`."""
     from harness.handler.app import InitRecord, create_app
+    from harness.handler.protocol import HARD_CAP_FACTOR, ConnectionCount, protocol_class
 
-    age = process_age_s()
-    # Process creation, measured back from now; falls back to the moment our code began running.
-    created_at = time.perf_counter() - age if age is not None else started_at
+    if created_at is None:
+        age = process_age_s()
+        # Process creation, measured back from now; falls back to the moment our code began running.
+        created_at = time.perf_counter() - age if age is not None else started_at
     init = InitRecord()
-    init.phases_ms["imports"] = (imports_done_at - created_at) * 1000
-    app = create_app(settings, init=init, store=store)
+    init.phases_ms[first_phase] = (imports_done_at - created_at) * 1000
+    connections = ConnectionCount(settings.max_connections)
+    _allow_open_files(HARD_CAP_FACTOR * settings.max_connections + 256)
+    app = create_app(settings, init=init, store=store, connections=connections)
     handler = app.state.handler
     if settings.load == "eager":
         # Loaded before listening, so a missing or broken model is a clear error, not a served 503.
@@ -103,10 +131,13 @@ def serve(
         # collector was off during start-up (commands.py); from here on it runs as usual.
         gc.freeze()
         gc.enable()
+        loaded = handler.runtime.loaded
+        session_pid = loaded.pid if loaded is not None else "-"
         for sock in server.servers[0].sockets if server.servers else []:
             host, port = sock.getsockname()[:2]
             print(
-                f"edgeharness handler region={settings.region} pop={settings.pop_name} "
+                f"edgeharness handler region={settings.region} pop={settings.pop_name} pid={os.getpid()} "
+                f"session-pid={session_pid} "
                 f"listening on http://{host}:{port} ready in {init.total_ms:.1f} ms",
                 flush=True,
             )
@@ -120,15 +151,18 @@ def serve(
         host=settings.host,
         port=settings.port,
         loop="uvloop",
-        http="httptools",
+        http=protocol_class(connections, settings.header_timeout),
         lifespan="on",
+        # No route takes a WebSocket; "auto" would import a WebSocket library (~100 ms) into every start.
+        ws="none",
         access_log=False,
         log_level="warning",
-        timeout_graceful_shutdown=int(settings.drain_timeout) or None,
+        # A float: 0 and 0.5 mean what they say (int(0.5) or None would have meant "wait forever").
+        timeout_graceful_shutdown=settings.drain_timeout,  # type: ignore[arg-type]
         server_header=False,
         # Nothing here reads the client's address, so X-Forwarded-* rewriting would be a wasted layer.
         proxy_headers=False,
     )
-    server = _Server(config, on_listening)
+    server = _Server(config, on_listening, handler.start_draining)
     server.run()
     return 0 if server.started else 1

@@ -32,6 +32,22 @@ class HandlerSettings:
     model_sha256: str = field(
         default="", metadata=_opt("EDGE_MODEL_SHA256", "expected sha256 of the model file (verified on load)")
     )
+    insecure_model_url: bool = field(
+        default=False,
+        metadata=_opt("EDGE_INSECURE_MODEL_URL", "allow an http(s) model without --model-sha256 (not verified)"),
+    )
+    model_max_bytes: int = field(
+        default=256 * 1024 * 1024, metadata=_opt("EDGE_MODEL_MAX_BYTES", "largest model file downloaded or loaded")
+    )
+    model_download_timeout: float = field(
+        default=60.0, metadata=_opt("EDGE_MODEL_DOWNLOAD_TIMEOUT", "seconds a whole model download may take")
+    )
+    model_redirects_anywhere: bool = field(
+        default=False,
+        metadata=_opt(
+            "EDGE_MODEL_REDIRECTS_ANYWHERE", "follow a model URL's redirects to other hosts and from https to http"
+        ),
+    )
     model_cache: str = field(
         default=".cache/models", metadata=_opt("EDGE_MODEL_CACHE", "local cache for downloaded models")
     )
@@ -55,26 +71,61 @@ class HandlerSettings:
         metadata=_opt("EDGE_OTLP_ENDPOINT", "OTLP/HTTP collector base URL, e.g. http://127.0.0.1:4318 (empty: none)"),
     )
     telemetry: bool = field(
-        default=True, metadata=_opt("EDGE_TELEMETRY", "record traces and metrics (off only for benchmarks)")
-    )
-    telemetry_process: bool = field(
-        default=True,
-        metadata=_opt(
-            "EDGE_TELEMETRY_PROCESS",
-            "record telemetry in a process of its own (off: on a thread of the serving process)",
-        ),
+        default=True, metadata=_opt("EDGE_TELEMETRY", "record traces and metrics, in a process of its own (off only for benchmarks)")
     )
     max_body_bytes: int = field(
         default=8 * 1024 * 1024, metadata=_opt("EDGE_MAX_BODY_BYTES", "largest request body accepted")
     )
+    body_budget_bytes: int = field(
+        default=64 * 1024 * 1024,
+        metadata=_opt(
+            "EDGE_BODY_BUDGET_BYTES", "request body bytes held at once by all requests together (beyond: 503)"
+        ),
+    )
+    body_timeout: float = field(
+        default=30.0, metadata=_opt("EDGE_BODY_TIMEOUT", "seconds a request body may take to arrive (then 408)")
+    )
+    body_min_rate: int = field(
+        default=8192,
+        metadata=_opt("EDGE_BODY_MIN_RATE", "bytes per second a request body must arrive at, over each 2 s (then 408)"),
+    )
+    header_timeout: float = field(
+        default=10.0, metadata=_opt("EDGE_HEADER_TIMEOUT", "seconds a request's headers may take to arrive (then 408)")
+    )
+    max_connections: int = field(
+        default=512, metadata=_opt("EDGE_MAX_CONNECTIONS", "open connections served (beyond: 503, then closed)")
+    )
     max_image_pixels: int = field(
-        default=40_000_000, metadata=_opt("EDGE_MAX_IMAGE_PIXELS", "largest declared image size accepted")
+        default=8_000_000,
+        metadata=_opt("EDGE_MAX_IMAGE_PIXELS", "largest image accepted, in pixels (a JPEG's after draft reduction)"),
+    )
+    decode_budget_bytes: int = field(
+        default=256 * 1024 * 1024,
+        metadata=_opt("EDGE_DECODE_BUDGET_BYTES", "bytes of decoded images held at once by all requests together"),
     )
     drain_timeout: float = field(
         default=10.0, metadata=_opt("EDGE_DRAIN_TIMEOUT", "seconds to finish in-flight requests on SIGTERM")
     )
     service_name: str = field(
         default="edgeharness-handler", metadata=_opt("EDGE_SERVICE_NAME", "service.name of the telemetry")
+    )
+    start_strategy: str = field(
+        default="plain",
+        metadata=_opt(
+            "EDGE_START_STRATEGY",
+            "plain: this process serves; zygote: this process imports everything heavy, then forks serving "
+            "processes (replacing one that crashes)",
+            choices=("plain", "zygote"),
+        ),
+    )
+    zygote_spawn: str = field(
+        default="at-start",
+        metadata=_opt(
+            "EDGE_ZYGOTE_SPAWN",
+            "zygote only: fork the serving process at once (at-start), or on SIGUSR1 (on-signal: scale from "
+            "zero); SIGUSR2 stops it either way",
+            choices=("at-start", "on-signal"),
+        ),
     )
 
     def __post_init__(self) -> None:
@@ -88,7 +139,17 @@ class HandlerSettings:
             (self.load in ("eager", "lazy"), "load", "must be 'eager' or 'lazy'"),
             (self.max_body_bytes >= 1, "max_body_bytes", "must be at least 1"),
             (self.max_image_pixels >= 1, "max_image_pixels", "must be at least 1"),
+            (self.body_budget_bytes >= 1, "body_budget_bytes", "must be at least 1"),
+            (self.body_timeout > 0, "body_timeout", "must be more than 0"),
+            (self.body_min_rate >= 0, "body_min_rate", "must be 0 (no minimum) or more"),
+            (self.header_timeout > 0, "header_timeout", "must be more than 0"),
+            (self.max_connections >= 1, "max_connections", "must be at least 1"),
+            (self.decode_budget_bytes >= 1, "decode_budget_bytes", "must be at least 1"),
+            (self.model_max_bytes >= 1, "model_max_bytes", "must be at least 1"),
+            (self.model_download_timeout > 0, "model_download_timeout", "must be more than 0"),
             (self.drain_timeout >= 0, "drain_timeout", "must be 0 or more"),
+            (self.start_strategy in ("plain", "zygote"), "start_strategy", "must be 'plain' or 'zygote'"),
+            (self.zygote_spawn in ("at-start", "on-signal"), "zygote_spawn", "must be 'at-start' or 'on-signal'"),
             (
                 self.model_sha256 == "" or _is_sha256(self.model_sha256),
                 "model_sha256",

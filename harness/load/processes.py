@@ -31,9 +31,10 @@ def free_port(host: str = "127.0.0.1") -> int:
         return int(s.getsockname()[1])
 
 
-def child_env(extra: dict[str, str] | None = None) -> dict[str, str]:
-    """The environment for children: ours, with the repository importable even when not installed."""
-    env = dict(os.environ)
+def child_env(extra: dict[str, str] | None = None, *, inherit: bool = True) -> dict[str, str]:
+    """The environment for children: ours (or, with `inherit=False`, only `extra`), with the repository
+    importable even when not installed."""
+    env = dict(os.environ) if inherit else {}
     path = env.get("PYTHONPATH", "")
     env["PYTHONPATH"] = str(REPO_ROOT) + (os.pathsep + path if path else "")
     env.update(extra or {})
@@ -118,15 +119,17 @@ class Supervisor:
         log_path: Path | None = None,
         env: dict[str, str] | None = None,
         cwd: Path | None = None,
+        inherit_env: bool = True,
     ) -> Child:
-        """Start `argv` in its own process group, output to log_path (or discarded)."""
+        """Start `argv` in its own process group, output to log_path (or discarded); with `inherit_env=False`
+        its environment is `env` alone (and PYTHONPATH), nothing of ours."""
         log = log_path.open("ab") if log_path else None
         proc = subprocess.Popen(
             list(argv),
             stdin=subprocess.DEVNULL,
             stdout=log or subprocess.DEVNULL,
             stderr=subprocess.STDOUT,
-            env=child_env(env),
+            env=child_env(env, inherit=inherit_env),
             cwd=str(cwd or REPO_ROOT),
             start_new_session=True,
         )

@@ -1,6 +1,10 @@
 """The model store: fetch an ONNX model by path or URL, verify its sha256, cache it, and open it.
 
-URL downloads are cached as `<cache_dir>/<sha256>.onnx`, so a model pinned by hash is fetched once.
+URL downloads are cached as `<cache_dir>/<sha256>.onnx`, so a model pinned by hash is fetched once. A
+download is bounded in size and in time as a whole, asks for identity encoding, follows redirects only on
+the same host and never from https to http (unless allowed), and needs an expected sha256 unless the
+store allows unverified URLs. What is loaded is the bytes that were hashed: a file replaced between the
+hash and the load cannot slip in.
 """
 
 from __future__ import annotations
@@ -8,13 +12,15 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import logging
 import os
 import pathlib
 import re
 import tempfile
+import threading
 import time
 import urllib.parse
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -23,7 +29,11 @@ if TYPE_CHECKING:
 DEFAULT_MEAN = (0.485, 0.456, 0.406)
 DEFAULT_STD = (0.229, 0.224, 0.225)
 DEFAULT_SIZE = 224
-_CHUNK = 1 << 20
+DEFAULT_MAX_BYTES = 256 * 1024 * 1024
+DEFAULT_TIMEOUT_S = 60.0
+MAX_REDIRECTS = 5
+PART_PREFIX, PART_SUFFIX = ".download-", ".part"
+logger = logging.getLogger(__name__)
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 # ONNX element types as reported by onnxruntime, and the numpy dtype name a client must send.
 _DTYPES = {
@@ -35,11 +45,31 @@ _DTYPES = {
 }
 
 
+def redact(source: str) -> str:
+    """A model source as logs and messages may show it: a URL loses its user, password, query and fragment
+    (credentials and signed query strings live there); a path is kept."""
+    parts = urllib.parse.urlsplit(source)
+    if parts.scheme.lower() not in ("http", "https"):
+        return source
+    host = parts.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"
+    with contextlib.suppress(ValueError):
+        if parts.port is not None:
+            host += f":{parts.port}"
+    hidden = "?<redacted>" if parts.query or parts.fragment else ""
+    return urllib.parse.urlunsplit((parts.scheme, host, parts.path, "", "")) + hidden
+
+
 class ModelError(Exception):
-    """A model could not be fetched, verified or opened; the message names the model and the problem."""
+    """A model could not be fetched, verified or opened; the message names the model (a URL redacted) and
+    the problem."""
 
     def __init__(self, model: str, message: str) -> None:
-        super().__init__(f"model {model!r}: {message}")
+        shown = redact(model)
+        if shown != model:
+            message = message.replace(model, shown)
+        super().__init__(f"model {shown!r}: {message}")
         self.model = model
         self.message = message
 
@@ -56,6 +86,9 @@ class LocalModel:
     path: pathlib.Path
     sha256: str
     size_bytes: int
+    # The bytes that were hashed, for the session to load (None once loaded, or for a caller that only
+    # wanted the file).
+    content: bytes | None = field(default=None, repr=False, compare=False)
 
 
 @dataclass(frozen=True)
@@ -85,15 +118,35 @@ def is_url(source: str) -> bool:
 class ModelStore:
     """Fetches models into a local cache keyed by content hash."""
 
-    def __init__(self, cache_dir: pathlib.Path, timeout_s: float = 30.0) -> None:
+    def __init__(
+        self,
+        cache_dir: pathlib.Path,
+        timeout_s: float = DEFAULT_TIMEOUT_S,
+        *,
+        max_bytes: int = DEFAULT_MAX_BYTES,
+        allow_unverified_urls: bool = False,
+        redirects_anywhere: bool = False,
+    ) -> None:
         self.cache_dir = pathlib.Path(cache_dir)
         self.timeout_s = timeout_s
+        self.max_bytes = max_bytes
+        self.allow_unverified_urls = allow_unverified_urls
+        self.redirects_anywhere = redirects_anywhere
 
     def fetch(self, source: str, expected_sha256: str | None = None) -> LocalModel:
-        """A local file for `source` (a path, file:// URL or http(s) URL), verified against `expected_sha256`."""
+        """A local file for `source` (a path, file:// URL or http(s) URL), verified against `expected_sha256`,
+        with its bytes (`content`) read once."""
         expected = _normalize_sha256(source, expected_sha256)
         scheme = urllib.parse.urlsplit(source).scheme.lower()
         if scheme in ("http", "https"):
+            if expected is None:
+                if not self.allow_unverified_urls:
+                    raise ModelError(
+                        source,
+                        "a model fetched over http(s) needs its expected sha256 (serve: --model-sha256 or "
+                        "EDGE_MODEL_SHA256; model inspect: --sha256); --insecure-model-url loads it unverified",
+                    )
+                logger.warning("loading model %s without verifying its sha256 (--insecure-model-url)", redact(source))
             return self._fetch_url(source, expected)
         if scheme == "file":
             return self._fetch_path(
@@ -108,52 +161,102 @@ class ModelStore:
             if not path.is_file():
                 problem = "is a directory, not a model file" if path.is_dir() else "file not found"
                 raise ModelError(source, f"{problem}: {path}")
-            digest, size = _hash_file(path)
+            content = self._read(source, path)
         except OSError as exc:
             raise ModelError(source, f"cannot read {path}: {exc.strerror or exc}") from exc
+        digest = hashlib.sha256(content).hexdigest()
         if expected is not None and digest != expected:
             raise ModelError(source, f"sha256 mismatch: expected {expected}, got {digest}")
-        return LocalModel(source=source, path=path.resolve(), sha256=digest, size_bytes=size)
+        return LocalModel(source=source, path=path.resolve(), sha256=digest, size_bytes=len(content), content=content)
+
+    def _read(self, source: str, path: pathlib.Path) -> bytes:
+        """The file's bytes from one open file, refused past the size cap."""
+        with open(path, "rb") as f:
+            content = f.read(self.max_bytes + 1)
+        if len(content) > self.max_bytes:
+            raise ModelError(source, f"the model file is larger than the limit of {self.max_bytes} bytes")
+        return content
 
     def _fetch_url(self, source: str, expected: str | None) -> LocalModel:
         if expected is not None:
             cached = self.cache_dir / f"{expected}.onnx"
             # Re-hash the cached file (milliseconds): a truncated or altered cache entry is downloaded again.
-            with contextlib.suppress(OSError):
-                digest, size = _hash_file(cached)
-                if digest == expected:
-                    return LocalModel(source=source, path=cached, sha256=digest, size_bytes=size)
+            with contextlib.suppress(OSError, ModelError):
+                content = self._read(source, cached)
+                if hashlib.sha256(content).hexdigest() == expected:
+                    return LocalModel(source, cached, expected, len(content), content)
         return self._download(source, expected)
 
     def _download(self, source: str, expected: str | None) -> LocalModel:
-        import httpx
-
+        """The download, in a thread of its own so that its deadline holds for the whole of it: a server
+        that trickles, or stalls just under the read timeout, cannot stretch it."""
         try:
             self.cache_dir.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise ModelError(source, f"cannot create cache directory {self.cache_dir}: {exc.strerror}") from exc
-        fd, tmp_name = tempfile.mkstemp(dir=self.cache_dir, prefix=".download-", suffix=".part")
+        self._remove_orphaned_parts()
+        done = threading.Event()
+        cancelled = threading.Event()
+        outcome: list[LocalModel | BaseException] = []
+
+        def work() -> None:
+            try:
+                outcome.append(self._download_now(source, expected, cancelled))
+            except BaseException as exc:  # handed to the waiting caller
+                outcome.append(exc)
+            finally:
+                done.set()
+
+        threading.Thread(target=work, name="model-download", daemon=True).start()
+        if not done.wait(self.timeout_s):
+            cancelled.set()  # the thread stops at its next chunk and removes its partial file
+            raise ModelError(source, f"download timed out: not complete within {self.timeout_s:g} s")
+        result = outcome[0]
+        if isinstance(result, BaseException):
+            raise result
+        return result
+
+    def _remove_orphaned_parts(self) -> None:
+        """Partial downloads of processes that died mid-download: older than any download may last."""
+        cutoff = time.time() - max(2 * self.timeout_s, 300.0)
+        for part in self.cache_dir.glob(f"{PART_PREFIX}*{PART_SUFFIX}"):
+            with contextlib.suppress(OSError):
+                if part.stat().st_mtime < cutoff:
+                    part.unlink()
+
+    def _download_now(self, source: str, expected: str | None, cancelled: threading.Event) -> LocalModel:
+        import httpx
+
+        fd, tmp_name = tempfile.mkstemp(dir=self.cache_dir, prefix=PART_PREFIX, suffix=PART_SUFFIX)
         tmp = pathlib.Path(tmp_name)
         try:
             digest = hashlib.sha256()
-            size = 0
+            content = bytearray()
             with os.fdopen(fd, "wb") as out:
                 try:
-                    with (
-                        httpx.Client(timeout=self.timeout_s, follow_redirects=True) as client,
-                        client.stream("GET", source) as response,
-                    ):
-                        if response.status_code != 200:
-                            reason = f" {response.reason_phrase}" if response.reason_phrase else ""
-                            raise ModelError(source, f"download failed: HTTP {response.status_code}{reason}")
-                        # httpx's timeout bounds each read; a deadline also bounds a server that trickles.
-                        deadline = time.monotonic() + self.timeout_s
-                        for chunk in response.iter_bytes(_CHUNK):
-                            if time.monotonic() > deadline:
-                                raise httpx.ReadTimeout("download exceeded its deadline")
-                            digest.update(chunk)
-                            out.write(chunk)
-                            size += len(chunk)
+                    with httpx.Client(
+                        timeout=self.timeout_s, follow_redirects=False, headers={"Accept-Encoding": "identity"}
+                    ) as client:
+                        url = httpx.URL(source)
+                        for _hop in range(MAX_REDIRECTS + 1):
+                            with client.stream("GET", url) as response:
+                                if response.is_redirect and "location" in response.headers:
+                                    url = self._redirect_target(source, response.url, response.headers["location"])
+                                    continue
+                                self._check_response(source, response)
+                                for chunk in response.iter_raw():  # as each read returns: a cancel is noticed soon
+                                    if cancelled.is_set():
+                                        raise ModelError(source, "download cancelled: past its deadline")
+                                    content += chunk
+                                    if len(content) > self.max_bytes:
+                                        raise ModelError(
+                                            source, f"the model is larger than the limit of {self.max_bytes} bytes"
+                                        )
+                                    digest.update(chunk)
+                                    out.write(chunk)
+                                break
+                        else:
+                            raise ModelError(source, f"more than {MAX_REDIRECTS} redirects")
                 except httpx.TimeoutException as exc:
                     raise ModelError(source, f"download timed out after {self.timeout_s:g} s") from exc
                 except httpx.HTTPError as exc:
@@ -166,7 +269,31 @@ class ModelStore:
         except BaseException:
             tmp.unlink(missing_ok=True)
             raise
-        return LocalModel(source=source, path=final, sha256=actual, size_bytes=size)
+        return LocalModel(source=source, path=final, sha256=actual, size_bytes=len(content), content=bytes(content))
+
+    def _redirect_target(self, source: str, current: Any, location: str) -> Any:
+        target = current.join(location)
+        if self.redirects_anywhere:
+            return target
+        if current.scheme == "https" and target.scheme != "https":
+            raise ModelError(source, f"refused a redirect from https to {target.scheme}: {redact(str(target))}")
+        if (target.host, target.port) != (current.host, current.port) or target.scheme != current.scheme:
+            raise ModelError(
+                source,
+                f"refused a redirect to another host ({redact(str(target))}); --model-redirects-anywhere follows it",
+            )
+        return target
+
+    def _check_response(self, source: str, response: Any) -> None:
+        if response.status_code != 200:
+            reason = f" {response.reason_phrase}" if response.reason_phrase else ""
+            raise ModelError(source, f"download failed: HTTP {response.status_code}{reason}")
+        encoding = response.headers.get("content-encoding", "identity").strip().lower()
+        if encoding not in ("", "identity"):
+            raise ModelError(source, f"the server sent Content-Encoding {encoding!r}; a model must come as identity")
+        declared = response.headers.get("content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
+            raise ModelError(source, f"the model is {declared} bytes, larger than the limit of {self.max_bytes} bytes")
 
 
 def create_session(model: LocalModel, intra_op_threads: int, inter_op_threads: int = 1) -> onnxruntime.InferenceSession:
@@ -181,8 +308,10 @@ def create_session(model: LocalModel, intra_op_threads: int, inter_op_threads: i
     # Idle intra-op workers spin by default. On a shared CPU (an edge host, a load generator beside the
     # handler) spinning steals the cores the other threads need: measured 2x slower on 2 busy cores.
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    # From the bytes that were hashed when there are any, so the file cannot change in between.
+    what: Any = model.content if model.content is not None else str(model.path)
     try:
-        return ort.InferenceSession(str(model.path), options, providers=["CPUExecutionProvider"])
+        return ort.InferenceSession(what, options, providers=["CPUExecutionProvider"])
     except Exception as exc:  # ORT raises its own pybind types (InvalidProtobuf, Fail, ...) for bad files
         detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ModelError(model.source, f"not a loadable ONNX model ({model.path}): {detail}") from exc
@@ -245,16 +374,6 @@ def _normalize_sha256(source: str, expected: str | None) -> str | None:
     if not _SHA256.fullmatch(value):
         raise ModelError(source, f"expected sha256 must be 64 hex digits, got {expected!r}")
     return value
-
-
-def _hash_file(path: pathlib.Path) -> tuple[str, int]:
-    digest = hashlib.sha256()
-    size = 0
-    with open(path, "rb") as f:
-        while chunk := f.read(_CHUNK):
-            digest.update(chunk)
-            size += len(chunk)
-    return digest.hexdigest(), size
 
 
 def _describe_http_error(exc: Exception) -> str:

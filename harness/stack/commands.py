@@ -72,6 +72,9 @@ def _up(args: argparse.Namespace) -> int:
     except (StackError, MissingComponent) as exc:
         print(f"edgeharness up: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("edgeharness up: interrupted; stopped what it had started", file=sys.stderr)
+        return 130
     for svc in stack.services:
         print(f"{svc.name:<26} {svc.url:<28} log {svc.log}")
     print(f"stack up ({len(stack.services)} processes); stop it with `edgeharness down --run-dir {args.run_dir}`")

@@ -154,8 +154,17 @@ class CollectorPorts:
     health: int
 
 
-def collector_argv(binary: Path) -> list[str]:
-    return [str(binary), f"--config={OTELCOL_CONFIG}"]
+def collector_argv(binary: Path, *, tempo: bool = True) -> list[str]:
+    """The collector's command line; `tempo=False` drops the Tempo exporter from the traces pipeline (the
+    native stack has no Tempo: its queue would only hold spans for nobody, beside the metrics pipelines)."""
+    argv = [str(binary), f"--config={OTELCOL_CONFIG}"]
+    if not tempo:
+        argv.append(f"--set=service::pipelines::traces::exporters=[{','.join(TRACE_EXPORTERS_WITHOUT_TEMPO)}]")
+    return argv
+
+
+# The traces pipeline's exporters in collector/otelcol.yaml, less otlp_grpc/tempo (a test checks the file).
+TRACE_EXPORTERS_WITHOUT_TEMPO = ("file/traces", "span_metrics")
 
 
 def collector_env(

@@ -1,8 +1,10 @@
 """`edgeharness up/down/status`: the whole pipeline as local processes, from the files compose mounts.
 
 A model server (the handlers fetch their model over HTTP from it, as from a CDN), one handler and one
-collector per region, and Prometheus, all on loopback. `up` records what it started in
-RUN_DIR/stack.json, so `down` and `status` work from another process.
+collector per region, and Prometheus, all on loopback. `up` records each process in RUN_DIR/stack.json as
+soon as it starts (its pid, start time and command line), so `down` and `status` work from another
+process, and `down` signals only processes that are still the ones `up` started. Every child gets an
+explicit environment, nothing of the caller's beyond PATH, HOME, TMPDIR and LANG.
 """
 
 from __future__ import annotations
@@ -42,6 +44,9 @@ class Service:
     log: str
     pid: int = 0
     ports: dict[str, int] = field(default_factory=dict)
+    # Who the pid was when `up` started it: its start time (clock ticks after boot) and command line.
+    started_ticks: int = 0
+    cmdline: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -171,10 +176,11 @@ class NativeStack:
                     str(self.logs / "model-server.log"), ports={"http": self.plan.model_port}),
             [sys.executable, "-m", "http.server", str(self.plan.model_port), "--bind", host,
              "--directory", str(self.config.models_dir.resolve())],
-            {},
+            c.base_env(),
         )  # fmt: skip
-        # No Tempo natively: traces go to the file exporter (and span metrics); the Tempo exporter points
-        # at a closed port, and its bounded queue drops what it cannot send, as with Tempo down.
+        # No Tempo natively: traces go to the file exporter (and span metrics), and the collector runs
+        # without its Tempo exporter (collector_argv), whose queue would otherwise fill with spans for
+        # nobody. The config still names an endpoint for it: a closed port.
         dead_tempo = f"{host}:{self.plan.config.base_port + 9}"
         for region in self.config.regions:
             ports = self.plan.collectors[region]
@@ -188,12 +194,13 @@ class NativeStack:
                 Service(f"collector-{region}", "collector", region, f"http://{host}:{ports.otlp_http}",
                         f"http://{host}:{ports.health}/", str(self.logs / f"collector-{region}.log"),
                         ports=asdict(ports)),
-                c.collector_argv(otelcol), {**c.base_env(), **env},
+                c.collector_argv(otelcol, tempo=False), {**c.base_env(), **env},
             )  # fmt: skip
         sha = _model_sha256(self.config.models_dir, self.config.model_file)
         for region in self.config.regions:
             port = self.plan.handlers[region]
             env = {
+                **c.base_env(),
                 "EDGE_REGION": region,
                 "EDGE_HOST": host,
                 "EDGE_PORT": str(port),
@@ -239,9 +246,15 @@ class NativeStack:
         self._spawn(service, argv, env)
 
     def _spawn(self, service: Service, argv: list[str], env: dict[str, str]) -> None:
-        child = self.sup.start(service.name, argv, log_path=Path(service.log), env=env)
+        child = self.sup.start(service.name, argv, log_path=Path(service.log), env=env, inherit_env=False)
         self._children[service.name] = child
         service.pid = child.proc.pid
+        # The command line is the argv given, not /proc's: right after the fork the child may not have
+        # exec'd yet, and would show ours. The start time is the process's own, the same before and after.
+        service.started_ticks = (process_identity(child.proc.pid) or (0, []))[0]
+        service.cmdline = list(argv)
+        # Recorded before waiting for it: an `up` killed now leaves a state `down` can clean up after.
+        self.write_state()
         try:
             wait_ready(service.health_url, child, self.config.ready_timeout_s, path="")
         except RuntimeError as exc:
@@ -272,6 +285,27 @@ def load_state(run_dir: Path) -> dict[str, Any]:
         raise StackError(f"{path} is not valid JSON ({exc}); remove it and stop the processes by hand") from None
 
 
+def process_identity(pid: int) -> tuple[int, list[str]] | None:
+    """(start time in clock ticks after boot, command line) of a running process; None when it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as f:
+            started = int(f.read().rsplit(")", 1)[1].split()[19])  # field 22; the name may hold spaces
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            cmdline = [arg.decode(errors="replace") for arg in f.read().split(b"\0")[:-1]]
+    except (OSError, ValueError, IndexError):
+        return None
+    return started, cmdline
+
+
+def is_ours(svc: dict[str, Any]) -> bool:
+    """The recorded process runs and is still the one `up` started: same start time, same command line.
+    (A pid is reused once its process has gone; signalling a stranger's would be a bad `down`.)"""
+    if not alive(svc["pid"]):
+        return False
+    identity = process_identity(svc["pid"])
+    return identity is not None and identity == (svc.get("started_ticks"), svc.get("cmdline"))
+
+
 def alive(pid: int) -> bool:
     """The process exists and is not a zombie."""
     try:
@@ -292,26 +326,26 @@ def status(run_dir: Path) -> list[dict[str, Any]]:
     state = load_state(run_dir)
     rows = []
     for svc in state["services"]:
-        running = alive(svc["pid"])
+        running = is_ours(svc)
         rows.append({**svc, "running": running, "healthy": running and http_ok(svc["health_url"])})
     return rows
 
 
 def down(run_dir: Path, timeout_s: float = 15.0) -> list[str]:
-    """Stop every recorded service (its whole process group), newest first; returns what it stopped."""
+    """Stop every recorded service that is still the process `up` started (its whole process group), newest
+    first; returns what it stopped. A pid now held by another process is left alone."""
     state = load_state(run_dir)
     stopped = []
-    services = list(reversed(state["services"]))
+    services = [svc for svc in reversed(state["services"]) if is_ours(svc)]
     for svc in services:
-        if alive(svc["pid"]):
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(svc["pid"], signal.SIGTERM)
-            stopped.append(svc["name"])
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(svc["pid"], signal.SIGTERM)
+        stopped.append(svc["name"])
     deadline = time.monotonic() + timeout_s
     for svc in services:
-        while alive(svc["pid"]) and time.monotonic() < deadline:
+        while is_ours(svc) and time.monotonic() < deadline:
             time.sleep(0.05)
-        if alive(svc["pid"]):
+        if is_ours(svc):
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(svc["pid"], signal.SIGKILL)
     (run_dir / STATE_FILE).unlink(missing_ok=True)
@@ -342,9 +376,20 @@ def up(config: StackConfig) -> NativeStack:
         raise StackError(f"a stack is already running from {run_dir}: `edgeharness down --run-dir {run_dir}` first")
     sup = Supervisor()
     stack = NativeStack(config, sup)
+    # SIGTERM and SIGHUP (a closed terminal) interrupt the start as Ctrl-C does, so that what it started
+    # is stopped: an interrupted `up` leaves nothing running.
+    previous = {sig: signal.signal(sig, _interrupt) for sig in (signal.SIGTERM, signal.SIGHUP)}
     try:
         stack.start()
     except BaseException:
         sup.stop_all()
+        (run_dir / STATE_FILE).unlink(missing_ok=True)
         raise
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
     return stack
+
+
+def _interrupt(signum: int, _frame: object) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")

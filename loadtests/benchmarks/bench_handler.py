@@ -66,12 +66,13 @@ def start_sink() -> tuple[subprocess.Popen[bytes], str]:
 
 
 class Handler:
-    def __init__(self, extra: list[str], env: dict[str, str] | None = None) -> None:
+    def __init__(self, extra: list[str], env: dict[str, str] | None = None, tree: Path = ROOT) -> None:
         self.port = free_port()
         self.started = time.perf_counter()
+        # `python -m` puts the working directory first on the path: the handler's code comes from `tree`.
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "harness", "serve", "--port", str(self.port), "--model", str(MODEL), *extra],
-            cwd=ROOT,
+            cwd=tree,
             env={**os.environ, **(env or {})},
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
@@ -353,6 +354,15 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="shorter phases (for a smoke check)")
     parser.add_argument("--threads", type=int, default=1, help="ONNX Runtime intra-op threads")
     parser.add_argument("--rounds", type=int, help="saturation rounds, each side (default 16; 6 with --quick)")
+    parser.add_argument("--no-cold-starts", action="store_true", help="stop after the telemetry on/off phases")
+    parser.add_argument(
+        "--tree",
+        action="append",
+        default=[],
+        metavar="LABEL=DIR",
+        help="also measure a telemetry-on handler run from the source tree DIR (e.g. another commit's "
+        "`git archive`), interleaved with the others; repeatable",
+    )
     parser.add_argument("--sink", type=int, metavar="PORT", help=argparse.SUPPRESS)  # start_sink's process
     args = parser.parse_args()
     if args.sink:
@@ -372,6 +382,10 @@ def main() -> int:
         "on": Handler([*threads, "--otlp-endpoint", sink_url]),
         "off": Handler([*threads, "--no-telemetry"]),
     }
+    for spec in args.tree:
+        label, _, tree = spec.partition("=")
+        handlers[label] = Handler([*threads, "--otlp-endpoint", sink_url], tree=Path(tree).resolve())
+    labels = list(handlers)
     for handler in handlers.values():
         handler.wait_ready()
 
@@ -382,16 +396,16 @@ def main() -> int:
     # see the same mix of them.
     blocks = 6 if args.quick else 12
     raw = RawPipeline(args.threads)
-    latency: dict[str, list[float]] = {"on": [], "off": []}
-    timings: dict[str, list[dict[str, float]]] = {"on": [], "off": []}
-    raw_times: dict[str, list[tuple[float, float]]] = {"on": [], "off": []}
+    latency: dict[str, list[float]] = {label: [] for label in labels}
+    timings: dict[str, list[dict[str, float]]] = {label: [] for label in labels}
+    raw_times: dict[str, list[tuple[float, float]]] = {label: [] for label in labels}
     lateness: list[float] = []
     block_s = seconds / blocks
     # Per block: client p50 and raw decode p50 + run p50. A side whose blocks met more of the machine's
     # slow spells shows it here, in the raw stages as much as in the handler.
-    per_block: dict[str, list[str]] = {"on": [], "off": []}
+    per_block: dict[str, list[str]] = {label: [] for label in labels}
     for n in range(blocks):
-        for part in ("on", "off") if n % 2 == 0 else ("off", "on"):
+        for part in labels if n % 2 == 0 else labels[::-1]:
             block_raw: list[tuple[float, float]] = []
             block = steady(
                 handlers[part].port,
@@ -406,13 +420,13 @@ def main() -> int:
             raw_times[part] += block_raw
             block_raw_sum = statistics.median(d for d, _ in block_raw) + statistics.median(r for _, r in block_raw)
             per_block[part].append(f"{pct(block, 0.5):.2f}/{block_raw_sum:.2f}")
-    for label in ("on", "off"):
+    for label in labels:
         lat = latency[label]
         print(
             f"telemetry {label:3}: steady 20 req/s x {len(lat)}: client p50 {pct(lat, 0.5):.2f} ms, "
             f"p90 {pct(lat, 0.9):.2f} ms, p99 {pct(lat, 0.99):.2f} ms"
         )
-    for label in ("on", "off"):
+    for label in labels:
         print(f"  {label:3} blocks in order, client p50 / raw decode+run p50 (ms): " + " ".join(per_block[label]))
 
     print(f"client send lateness: p50 {pct(lateness, 0.5):.3f} ms, p99 {pct(lateness, 0.99):.3f} ms")
@@ -435,35 +449,40 @@ def main() -> int:
     rounds = args.rounds or (6 if args.quick else 16)
     window = 2.0 if args.quick else 2.5
     sat = interleaved_saturation(handlers, bodies, rounds=rounds, seconds=window)
-    dropped = telemetry_dropped(handlers["on"].port)
+    dropped = {label: telemetry_dropped(handlers[label].port) for label in labels if label != "off"}
     for handler in handlers.values():
         handler.stop()
     pairs = [on / off for on, off in zip(sat.rates["on"], sat.rates["off"], strict=True)]
     sat_ratio = sum(sat.rates["on"]) / sum(sat.rates["off"])
     print(
-        f"saturation (4 connections, {rounds} alternating rounds of {window:.1f} s): on "
-        f"{statistics.mean(sat.rates['on']):.1f} req/s, off {statistics.mean(sat.rates['off']):.1f} req/s; "
-        "per-round ratios " + " ".join(f"{r:.3f}" for r in pairs)
+        f"saturation (4 connections, {rounds} alternating rounds of {window:.1f} s): "
+        + ", ".join(f"{label} {statistics.mean(sat.rates[label]):.1f} req/s" for label in labels)
+        + "; on/off per-round ratios "
+        + " ".join(f"{r:.3f}" for r in pairs)
     )
-    print(
-        f"  CPU per request (handler and its telemetry process): on {sat.cpu_us_per_request['on']:.0f} us, off "
-        f"{sat.cpu_us_per_request['off']:.0f} us; machine idle: on {sat.idle_pct['on']:.1f} %, "
-        f"off {sat.idle_pct['off']:.1f} %; telemetry dropped (whole run, telemetry on): "
-        + (", ".join(f"{k} {v:.0f}" for k, v in sorted(dropped.items())) or "none")
-    )
+    for label in labels:
+        if label == "off":
+            continue
+        print(
+            f"  {label}: saturation ratio to off {sum(sat.rates[label]) / sum(sat.rates['off']):.3f}; CPU per "
+            f"request (handler and its telemetry process) {sat.cpu_us_per_request[label]:.0f} us (off "
+            f"{sat.cpu_us_per_request['off']:.0f} us); machine idle {sat.idle_pct[label]:.1f} % (off "
+            f"{sat.idle_pct['off']:.1f} %); telemetry dropped (whole run): "
+            + (", ".join(f"{k} {v:.0f}" for k, v in sorted(dropped[label].items())) or "none")
+        )
 
     p50_on = pct(latency["on"], 0.5)
     # The raw stages' medians over both kinds of block: the telemetry-on handler's exports, which run in
     # the gaps, then weigh on them no more than half the time.
-    for label in ("on", "off"):
+    for label in labels:
         print(
             f"raw, between the telemetry-{label} requests: decode p50 "
             f"{statistics.median(d for d, _ in raw_times[label]):.2f} ms, ORT run p50 "
             f"{statistics.median(r for _, r in raw_times[label]):.2f} ms"
         )
-    every = raw_times["on"] + raw_times["off"]
+    every = [t for label in labels for t in raw_times[label]]
     raw_sum = statistics.median(d for d, _ in every) + statistics.median(r for _, r in every)
-    ratios = {label: pct(latency[label], 0.5) / raw_sum for label in ("on", "off")}
+    ratios = {label: pct(latency[label], 0.5) / raw_sum for label in labels}
     b2b_decode, b2b_run = raw.back_to_back(bodies, rounds=200 if args.quick else 400)
     print(
         f"raw, back to back (warm, a lower bound): decode p50 {statistics.median(b2b_decode):.2f} ms, ORT run p50 "
@@ -473,10 +492,20 @@ def main() -> int:
         f"client p50 / (raw decode p50 + raw run p50, both blocks: {raw_sum:.3f} ms) = {ratios['on']:.3f} "
         f"(target <= 1.3; telemetry off {ratios['off']:.3f}); client p50 {p50_on:.2f} ms (target < 10)"
     )
+    for label in labels[2:]:
+        print(
+            f"  {label}: client p50 ratio {ratios[label]:.3f}, p50 {pct(latency[label], 0.5):.2f} ms, "
+            f"added to off {pct(latency[label], 0.5) - pct(latency['off'], 0.5):+.2f} ms"
+        )
     print(
         f"telemetry on/off: saturation ratio {sat_ratio:.3f} (target >= 0.95; rounds "
         f"{min(pairs):.3f}..{max(pairs):.3f}), p50 added {p50_on - pct(latency['off'], 0.5):+.2f} ms (target <= 0.3)"
     )
+
+    if args.no_cold_starts:
+        sink.terminate()
+        sink.wait()
+        return 0
 
     # Model-level cold start: the process stays warm, the model is evicted after 0.3 s idle.
     handler = Handler([*threads, "--otlp-endpoint", sink_url, "--idle-timeout", "0.3"])

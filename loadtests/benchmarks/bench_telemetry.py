@@ -1,16 +1,15 @@
 """Per-request costs of the handler's telemetry and preprocessing, in a hot loop; prints every figure.
 
-- Span encoding: the SDK's generic OTLP encoder against `harness.handler.otlp_traces.SpanEncoder`, on the
-  spans a request really produces (server span with its attributes, four stage spans).
-- Recording: one request's spans and metrics as the telemetry process records them
-  (`RequestRecorder.record_request`).
+- Recording: one request's spans and metrics as the telemetry process records them with the stock SDK
+  (`RequestRecorder.record_request`: five spans through a `BatchSpanProcessor` to a discarding exporter,
+  seven histogram records), and the same without spans (no span processor).
 - Hand-over: what the serving process pays per request to pass its record to the telemetry process
   (pickling it within a batch of 40).
 - Preprocessing: the reference model's uint8 pixels, and for a float32 model the normalisation by
   arithmetic against the per-channel lookup table.
 
 Run: .venv/bin/python -m loadtests.benchmarks.bench_telemetry [--requests N]
-Needs the reference models (`make setup`). No network: spans go to an in-memory exporter.
+Needs the reference models (`make setup`). No network: spans go to an exporter that discards them.
 """
 
 from __future__ import annotations
@@ -20,9 +19,8 @@ import dataclasses
 import pickle
 import statistics
 import sys
-import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -52,61 +50,52 @@ def main() -> int:
         print("models missing: run `make setup` first", file=sys.stderr)
         return 2
 
-    from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
-    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
-    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
 
-    from harness.handler import app as handler_app
     from harness.handler import pipeline
-    from harness.handler.otlp_traces import SpanEncoder
-    from harness.handler.settings import HandlerSettings
-    from harness.handler.telemetry_link import RequestRecord
+    from harness.handler.telemetry.recorder import RequestRecorder
+    from harness.handler.telemetry.records import RequestRecord, TelemetrySettings
+    from harness.handler.telemetry.sdk import Telemetry
     from harness.images import photo_corpus
+    from harness.model.store import ModelStore, create_session, describe
 
-    with tempfile.TemporaryDirectory() as cache:
-        # Telemetry on, recorded in this process (the telemetry process runs the same recorder), no OTLP
-        # endpoint: nothing leaves the process; spans go to memory.
-        settings = HandlerSettings(model=str(MODEL), model_cache=cache, telemetry_process=False)
-        app = handler_app.create_app(settings)
-        handler = app.state.handler
-        handler.runtime.load_at_startup()
-        memory = InMemorySpanExporter()
-        handler.telemetry.add_span_processor(SimpleSpanProcessor(memory))
-        recorder = handler.telemetry.recorder
-        model = handler.runtime.loaded
-        assert model is not None
+    class Discard(SpanExporter):
+        def export(self, spans: Sequence[object]) -> SpanExportResult:
+            return SpanExportResult.SUCCESS
 
-        def request() -> RequestRecord:
-            now = time.time_ns()
-            marks, t = [], now + 100_000
-            for name, ns in (("decode", 900_000), ("preprocess", 300_000), ("inference", 3_800_000),
-                             ("postprocess", 150_000)):  # fmt: skip
-                marks.append((name, t, t + ns))
-                t += ns
-            info = model.info
-            return RequestRecord(now, 0.0058, 200, None, 1e-5, None, info.name, info.version, marks, TRACEPARENT, None)
+    def request() -> RequestRecord:
+        now = time.time_ns()
+        marks, t = [], now + 100_000
+        for name, ns in (("decode", 900_000), ("preprocess", 300_000), ("inference", 3_800_000),
+                         ("postprocess", 150_000)):  # fmt: skip
+            marks.append((name, t, t + ns))
+            t += ns
+        return RequestRecord(now, 0.0058, 200, None, 1e-5, None, "mobilenetv2-int8", "1", marks, TRACEPARENT, None)
 
-        n = args.requests
-        records = iter([request() for _ in range(n * 6)])
-        record_us = per_call_us(lambda: recorder.record_request(next(records)), n)
-        batch = [request() for _ in range(40)]
-        handover_us = per_call_us(lambda: pickle.dumps(("items", batch, (2, 0)), pickle.HIGHEST_PROTOCOL), 200) / 40
-        spans = memory.get_finished_spans()[-5 * 200 :]  # 200 requests' spans
-        sdk_us = per_call_us(lambda: encode_spans(spans).SerializePartialToString(), 20) / 200
-        encoder = SpanEncoder()
-        ours_us = per_call_us(lambda: encoder.encode(spans), 20) / 200
-        same = encoder.encode(spans) == encode_spans(spans).SerializePartialToString()
-        handler.telemetry.shutdown()
+    settings = TelemetrySettings("edgeharness-handler", "1", "local", "local")
+    n = args.requests
+    with_spans = Telemetry(settings)
+    with_spans.add_span_processor(BatchSpanProcessor(Discard(), max_queue_size=1 << 20, schedule_delay_millis=1000))
+    records = iter([request() for _ in range(n * 6)])
+    recorder = RequestRecorder(with_spans)
+    record_us = per_call_us(lambda: recorder.record_request(next(records)), n)
+    with_spans.shutdown()
+    metrics_only = Telemetry(settings)
+    records = iter([request() for _ in range(n * 6)])
+    bare = RequestRecorder(metrics_only)
+    metrics_us = per_call_us(lambda: bare.record_request(next(records)), n)
+    metrics_only.shutdown()
+    batch = [request() for _ in range(40)]
+    handover_us = per_call_us(lambda: pickle.dumps(("items", batch, (2, 0)), pickle.HIGHEST_PROTOCOL), 200) / 40
 
     print(f"# telemetry benchmark: {n} requests per repeat, python {sys.version.split()[0]}")
-    print(f"recording one request (5 spans, 7 histogram records, 1 exemplar at most): {record_us:.1f} us")
+    print(f"recording one request with the stock SDK (5 spans, 7 histogram records): {record_us:.1f} us")
+    print(f"recording one request's metrics only (no span processor): {metrics_us:.1f} us")
     print(f"handing one request's record to the telemetry process (pickled in a batch of 40): {handover_us:.2f} us")
-    print(
-        f"OTLP encoding of one request's 5 spans: SDK encoder {sdk_us:.1f} us, SpanEncoder {ours_us:.1f} us "
-        f"(same bytes: {same})"
-    )
 
-    spec = pipeline.InputSpec.from_info(model.info)
+    local = ModelStore(ROOT / ".cache" / "models").fetch(str(MODEL))
+    info = describe(create_session(local, intra_op_threads=1), local)
+    spec = pipeline.InputSpec.from_info(info)
     # A float32 NCHW model's input (ImageNet normalisation), for the two ways of normalising it.
     float_spec = dataclasses.replace(spec, layout="NCHW", dtype=np.dtype(np.float32))
     images = [

@@ -1,4 +1,4 @@
-"""The telemetry process: `python -m harness.handler.telemetry_worker FD`, started by `TelemetryProcess`.
+"""The telemetry process: `python -m harness.handler.telemetry.child FD`, started by `TelemetryProcess`.
 
 It reads the handler's messages from the socket FD, records them with the OpenTelemetry SDK, exports by
 OTLP and answers /metrics scrapes. It ignores SIGINT and SIGTERM (a terminal's Ctrl-C reaches the whole
@@ -8,39 +8,35 @@ then exports what it holds and exits. A handler that dies closes the socket too.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import signal
 import socket
 import sys
 from typing import Any
 
-from harness.handler.telemetry_link import TelemetrySettings, read_message, send_message
+from harness.handler.telemetry.link import read_message, send_message
+from harness.handler.telemetry.recorder import RequestRecorder
+from harness.handler.telemetry.records import TelemetrySettings
+from harness.handler.telemetry.sdk import Telemetry
 
-logger = logging.getLogger("harness.handler.telemetry_worker")
+logger = logging.getLogger("harness.handler.telemetry.child")
 
 
 def serve(sock: socket.socket) -> int:
-    from harness.handler.recording import RequestRecorder
-    from harness.handler.telemetry import Telemetry
-
     stream = sock.makefile("rb")
     config = read_message(stream)
     if not (isinstance(config, tuple) and config[:1] == ("config",)):
         logger.error("expected the handler's config first, got %r", type(config).__name__)
         return 2
     _, fields, instance_id = config
-    # This process is the telemetry's own: nothing to keep its exporters out of the way of.
-    settings = dataclasses.replace(TelemetrySettings(**fields), idle_priority_exporters=False)
-    telemetry = Telemetry(settings, instance_id=instance_id)
+    telemetry = Telemetry(TelemetrySettings(**fields), instance_id=instance_id)
     recorder = RequestRecorder(telemetry)
-    load = [0, 0]  # in flight and queued, as the handler last said
-    telemetry.observe_load(lambda: load[0], lambda: load[1])
+    send_message(sock, ("ready",))  # the handler's wait for a reply is short from here on
     try:
         while (message := read_message(stream)) is not None:
             kind = message[0]
             if kind == "items":
-                load[:] = message[2]
+                telemetry.set_load(*message[2])
                 for item in message[1]:
                     try:
                         recorder.record(item)
@@ -49,10 +45,10 @@ def serve(sock: socket.socket) -> int:
             elif kind == "dropped":
                 recorder.count_dropped(*message[1:])
             elif kind in ("scrape", "flush", "close"):
-                load[:] = message[1]
+                telemetry.set_load(*message[1])
                 reply: Any = True
                 if kind == "scrape":
-                    scrape = recorder.scrape()
+                    scrape = telemetry.scrape()
                     reply = (scrape.content_type, scrape.payload)
                 elif kind == "flush":
                     telemetry.force_flush()

@@ -1,0 +1,183 @@
+"""The native stack's own processes (issue 14, item 10): a clean environment for every child, `down` that
+signals only the processes `up` started, an interrupted `up` that leaves nothing running, and no Tempo
+exporter queueing spans natively."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+from collector_fixtures import require_otelcol, require_prometheus, wait_for
+from handler_fixtures import ROOT, models_dir  # noqa: F401
+
+from harness.stack import components
+from harness.stack.config import StackConfig
+from harness.stack.native import STATE_FILE, Plan, StackError, down, process_identity
+
+STRAY = {
+    "POP": "stray-pop",
+    "REGION": "stray-region",
+    "OTEL_RESOURCE_ATTRIBUTES": "cloud.region=stray",
+    "OTEL_SERVICE_NAME": "stray",
+    "EDGE_CONCURRENCY": "7",
+    "EDGE_MODEL": "/nonexistent.onnx",
+}
+
+
+def sleeper() -> subprocess.Popen[bytes]:
+    return subprocess.Popen(["sleep", "60"], start_new_session=True)
+
+
+def write_state(run_dir: Path, pid: int, ticks: int, cmdline: list[str]) -> None:
+    service = {"name": "handler-x", "kind": "handler", "region": "x", "url": "", "health_url": "http://127.0.0.1:1/",
+               "log": "", "pid": pid, "ports": {}, "started_ticks": ticks, "cmdline": cmdline}  # fmt: skip
+    (run_dir / STATE_FILE).write_text(json.dumps({"services": [service]}))
+
+
+def test_down_signals_only_the_process_up_started(tmp_path: Path) -> None:
+    stranger = sleeper()  # holds a pid stack.json names, but is not what `up` started
+    try:
+        ticks, cmdline = process_identity(stranger.pid) or (0, [])
+        write_state(tmp_path, stranger.pid, ticks + 1, cmdline)  # started at another moment: a reused pid
+        assert down(tmp_path, timeout_s=2) == []
+        write_state(tmp_path, stranger.pid, ticks, ["python", "-m", "harness", "serve"])  # another command
+        assert down(tmp_path, timeout_s=2) == []
+        time.sleep(0.2)
+        assert stranger.poll() is None, "down signalled a process it did not start"
+        write_state(tmp_path, stranger.pid, ticks, cmdline)  # the very process: stopped
+        assert down(tmp_path, timeout_s=5) == ["handler-x"]
+        assert stranger.wait(timeout=5) == -signal.SIGTERM
+    finally:
+        if stranger.poll() is None:
+            stranger.kill()
+            stranger.wait()
+
+
+def free_base_port() -> int:
+    for _ in range(20):
+        base = random.randrange(20000, 26000, 100)
+        try:
+            Plan.for_config(StackConfig(regions=("nairobi",), run_dir=Path("."), base_port=base)).check_ports_free()
+        except StackError:
+            continue
+        return base
+    raise AssertionError("no free port range")
+
+
+def start_up(run_dir: Path, models: Path) -> subprocess.Popen[bytes]:
+    argv = [sys.executable, "-m", "harness", "up", "--regions", "nairobi", "--run-dir", str(run_dir),
+            "--base-port", str(free_base_port()), "--models-dir", str(models)]  # fmt: skip
+    return subprocess.Popen(
+        argv, cwd=ROOT, env={**os.environ, **STRAY}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+    )
+
+
+def recorded(run_dir: Path) -> list[dict[str, object]]:
+    try:
+        return json.loads((run_dir / STATE_FILE).read_text())["services"]
+    except (OSError, ValueError, KeyError):
+        return []
+
+
+def still_running(svc: dict[str, object]) -> bool:
+    """The recorded process still runs: its pid is alive with the same start time and command line."""
+    identity = process_identity(int(svc["pid"]))  # type: ignore[arg-type]
+    if identity is None:
+        return False
+    state = Path(f"/proc/{svc['pid']}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    return state != "Z" and identity == (svc["started_ticks"], svc["cmdline"])
+
+
+def environ_of(pid: int) -> dict[str, str]:
+    raw = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    return dict(item.decode(errors="replace").split("=", 1) for item in raw if b"=" in item)
+
+
+def test_children_get_a_clean_environment_and_no_tempo_exporter(tmp_path: Path, models_dir: Path) -> None:  # noqa: F811
+    require_otelcol()
+    require_prometheus()
+    run_dir = tmp_path / "stack"
+    up = start_up(run_dir, models_dir)
+    try:
+        output, _ = up.communicate(timeout=120)
+        assert up.returncode == 0, output.decode(errors="replace")
+        services = recorded(run_dir)
+        assert {s["name"] for s in services} == {"prometheus", "model-server", "collector-nairobi", "handler-nairobi"}
+        for svc in services:
+            env = environ_of(int(svc["pid"]))  # type: ignore[arg-type]
+            leaked = {key for key in STRAY if env.get(key) == STRAY[key]}
+            assert not leaked, (svc["name"], leaked)
+            assert not any(key.startswith("OTEL_") for key in env), svc["name"]
+        handler = next(s for s in services if s["name"] == "handler-nairobi")
+        ready = httpx.get(f"{handler['url']}/readyz").json()
+        assert ready["region"] == "nairobi" and ready["pop"] == "nairobi"
+        # The collector labels by its own REGION, not the caller's; and its traces pipeline has no Tempo
+        # exporter, so no queue of spans for nobody builds up beside the metrics pipelines.
+        collector = next(s for s in services if s["name"] == "collector-nairobi")
+        assert environ_of(int(collector["pid"]))["REGION"] == "nairobi"  # type: ignore[arg-type]
+        metrics_url = f"http://127.0.0.1:{collector['ports']['metrics']}/metrics"  # type: ignore[index]
+
+        def exporter_metrics() -> str | None:
+            text = httpx.get(metrics_url).text
+            return text if "otelcol_exporter_queue_capacity" in text else None
+
+        text = wait_for(exporter_metrics, 30, "the collector's exporter metrics")
+        assert 'exporter="prometheus_remote_write"' in text
+        assert "otlp_grpc/tempo" not in text
+        # `down` recognises every process as the one `up` started, and stops it.
+        assert sorted(down(run_dir)) == sorted(s["name"] for s in services)
+        for svc in services:
+            assert wait_for(lambda s=svc: not still_running(s), 20, f"{svc['name']} to stop")
+    finally:
+        if up.poll() is None:
+            up.kill()
+        if (run_dir / STATE_FILE).exists():
+            down(run_dir)
+
+
+def test_the_traces_pipeline_without_tempo_matches_the_config_file() -> None:
+    import yaml
+
+    config = yaml.safe_load(components.OTELCOL_CONFIG.read_text())
+    exporters = config["service"]["pipelines"]["traces"]["exporters"]
+    assert [e for e in exporters if e != "otlp_grpc/tempo"] == list(components.TRACE_EXPORTERS_WITHOUT_TEMPO)
+
+
+def test_an_interrupted_up_leaves_nothing_running(tmp_path: Path, models_dir: Path) -> None:  # noqa: F811
+    require_otelcol()
+    require_prometheus()
+    run_dir = tmp_path / "stack"
+    up = start_up(run_dir, models_dir)
+    seen: list[dict[str, object]] = []
+    try:
+        # Each process is recorded as it starts: interrupt once two are, mid-way through the start.
+        wait_for(lambda: up.poll() is None and len(recorded(run_dir)) >= 2, 60, "two processes recorded", 0.05)
+        seen = recorded(run_dir)
+        up.send_signal(signal.SIGTERM)
+        output, _ = up.communicate(timeout=60)
+        assert up.returncode != 0
+        assert b"interrupted" in output, output
+        for svc in seen:
+            assert wait_for(lambda s=svc: not still_running(s), 10, f"{svc['name']} to stop")
+        assert not (run_dir / STATE_FILE).exists()
+    finally:
+        if up.poll() is None:
+            up.kill()
+            up.wait()
+        for svc in seen:
+            if still_running(svc):
+                os.killpg(int(svc["pid"]), signal.SIGKILL)  # type: ignore[arg-type]
+
+
+@pytest.fixture(autouse=True)
+def _no_stray_in_this_process() -> None:
+    for key in STRAY:
+        assert key not in os.environ or os.environ[key] != STRAY[key]
