@@ -14,7 +14,8 @@ from typing import Any
 
 PERCENTILES = (50.0, 90.0, 95.0, 99.0, 99.9)
 HDR_MAX_US = 3_600_000_000  # an hour: nothing a run measures is longer
-DROPPED = -1
+DROPPED = -1  # status of an arrival never sent (the outstanding limit was reached)
+UNFINISHED = -2  # status of an arrival sent but unanswered when its load process stopped
 
 
 @dataclass(frozen=True)
@@ -35,6 +36,7 @@ class Sample:
     rtt_injected: int
     e2e_us: int
     error: str
+    process: str = ""  # the load process that generated the arrival ("local", "worker-0", ...); "": unknown
 
     @property
     def ok(self) -> bool:
@@ -69,6 +71,7 @@ def read_samples(out_dir: str | Path) -> list[Sample]:
                         rtt_injected=int(row["rtt_injected"]),
                         e2e_us=int(row["e2e_us"]),
                         error=row["error"],
+                        process=row.get("process") or "",
                     )
                 )
     out.sort(key=lambda s: s.t_s)
