@@ -113,7 +113,7 @@ def test_bad_profile_and_target_exit_2_with_file_and_line(tmp_path):
     bad.write_text("shape: steady\nregions: [paris]\nduration_s: 10\nrate: fast\n")
     r = edgeharness("run", "--profile", str(bad), "--out", str(tmp_path / "o"))
     assert r.returncode == 2
-    assert f"{bad}:4: `rate` must be a number" in r.stderr
+    assert f"{bad}:4: rate: 'fast' is not of type 'number'" in r.stderr
     r = edgeharness("run", "--target", "paris=ftp://x", "--out", str(tmp_path / "o"))
     assert r.returncode == 2 and "bad target" in r.stderr
     r = edgeharness("run", "--target", "atlantis=http://127.0.0.1:9", "--out", str(tmp_path / "o"))

@@ -79,6 +79,14 @@ class Document:
         return where, f"{name}: {err.message}" if name else err.message
 
 
+@functools.cache
+def schema(name: str) -> dict[str, Any]:
+    """A JSON Schema shipped in harness/data (e.g. `profile.schema.json`)."""
+    import json
+
+    return json.loads((Path(__file__).resolve().parent.parent / "data" / name).read_text(encoding="utf-8"))
+
+
 def load(path: str | Path) -> Document:
     """Parse `path`; a syntax error becomes a ConfigError with the line yaml reports."""
 
