@@ -15,6 +15,7 @@ COMMAND_MODULES = (
     "harness.load.commands",
     "harness.stack.commands",
     "harness.dashboards_commands",
+    "harness.verdict.commands",
 )
 
 

@@ -33,11 +33,11 @@ def cost_and_capacity(out: Path, quick: bool) -> dict:
         for spin in (1.0, 0.0):
             lo, cpu_lo = locust_run(url, 20, d, out / f"cost-lo-spin{spin:g}", spin_ms=spin)
             hi, cpu_hi = locust_run(url, 200, d, out / f"cost-hi-spin{spin:g}", spin_ms=spin)
-            n_lo, n_hi = lo["counts"]["sent"], hi["counts"]["sent"]
+            n_lo, n_hi = lo.counts.sent, hi.counts.sent
             cost[f"spin_{spin:g}ms"] = {
                 "cpu_ms_per_request": round((cpu_hi - cpu_lo) / max(1, n_hi - n_lo) * 1000, 3),
-                "send_delay_p50_ms_at_20rps": lo["send_delay_ms"].get("p50"),
-                "send_delay_p99_ms_at_20rps": lo["send_delay_ms"].get("p99"),
+                "send_delay_p50_ms_at_20rps": lo.send_delay_ms.value("p50"),
+                "send_delay_p99_ms_at_20rps": lo.send_delay_ms.value("p99"),
                 "cpu_s": [round(cpu_lo, 2), round(cpu_hi, 2)],
                 "requests": [n_lo, n_hi],
             }
@@ -45,18 +45,18 @@ def cost_and_capacity(out: Path, quick: bool) -> dict:
         sustained = None
         for rate in (100, 200, 400, 800, 1600, 3200, 6400) if not quick else (100, 300, 900):
             fig, cpu = locust_run(url, rate, d, out / f"rate-{rate}", max_outstanding=512)
-            c = fig["counts"]
-            ok = c["dropped"] == 0 and fig["late_fraction"] <= 0.01 and c["errors"] == 0
+            c = fig.counts
+            ok = c.dropped == 0 and fig.late_fraction <= 0.01 and c.errors == 0
             steps.append(
                 {
                     "rate": rate,
-                    "scheduled": c["scheduled"],
-                    "sent": c["sent"],
-                    "late_fraction": fig["late_fraction"],
-                    "dropped": c["dropped"],
-                    "errors": c["errors"],
-                    "p50_ms": fig["client_latency_ms"]["warm"].get("p50"),
-                    "send_delay_p99_ms": fig["send_delay_ms"].get("p99"),
+                    "scheduled": c.recorded,
+                    "sent": c.sent,
+                    "late_fraction": fig.late_fraction,
+                    "dropped": c.dropped,
+                    "errors": c.errors,
+                    "p50_ms": fig.client_latency_ms.warm.value("p50"),
+                    "send_delay_p99_ms": fig.send_delay_ms.value("p99"),
                     "cpu_s": round(cpu, 2),
                     "sustained": ok,
                 }
