@@ -50,24 +50,19 @@ SLO_SCHEMA: dict[str, Any] = {
         "description": {"type": "string"},
         "objective": {"type": "number", "exclusiveMinimum": 0, "exclusiveMaximum": 1},
         "window": {"type": "string", "pattern": PROM_DURATION},
-        "defaults": {"anyOf": [_REGION, {"type": "null"}]},
-        "regions": {"anyOf": [{"type": "object", "additionalProperties": _REGION}, {"type": "null"}]},
+        "defaults": _REGION,
+        "regions": {"type": "object", "additionalProperties": _REGION},
         "validity": {
-            "anyOf": [
-                {
-                    "type": "object",
-                    "properties": {
-                        "confidence": {"type": "number", "exclusiveMinimum": 0.5, "exclusiveMaximum": 1},
-                        "min_duration_s": {"type": "number", "minimum": 0},
-                        "duration_tolerance_s": {"type": "number", "minimum": 0},
-                        "min_cold_samples": {"type": "integer", "minimum": 1},
-                        "max_late_fraction": {"type": "number", "minimum": 0, "maximum": 1},
-                        "min_samples": {},  # refused in code with a message that says what replaced it
-                    },
-                    "additionalProperties": False,
-                },
-                {"type": "null"},
-            ]
+            "type": "object",
+            "properties": {
+                "confidence": {"type": "number", "exclusiveMinimum": 0.5, "exclusiveMaximum": 1},
+                "min_duration_s": {"type": "number", "minimum": 0},
+                "duration_tolerance_s": {"type": "number", "minimum": 0},
+                "min_cold_samples": {"type": "integer", "minimum": 1},
+                "max_late_fraction": {"type": "number", "minimum": 0, "maximum": 1},
+                "min_samples": {},  # refused in code with a message that says what replaced it
+            },
+            "additionalProperties": False,
         },
     },
     "additionalProperties": False,
@@ -133,6 +128,9 @@ def parse_slo(doc: Document) -> SloSpec:
     """Check an SLO document; every error carries the file and line."""
     if not isinstance(doc.data, dict):
         raise doc.error("an SLO file must be a mapping with `defaults`, `regions`, `validity`")
+    for key in ("defaults", "regions", "validity"):
+        if key in doc.data and doc.data[key] is None:
+            doc.data[key] = {}  # an empty section (`regions:` followed by comments) means none
     raw_v = doc.data.get("validity") or {}
     if isinstance(raw_v, dict) and "min_samples" in raw_v:
         raise doc.error(
