@@ -221,6 +221,7 @@ def test_default_and_lenient_slo_files_load():
         ("defaults: {}\nvalidity:\n  confidence: 1.5\n", 3, "confidence"),
         ("defaults:\n  error_rate: 3\n", 2, "error_rate"),
         ("window: 3 days\ndefaults: {}\n", 1, "window"),
+        ("defaults: {}\nregions:\n  paris: {}\n", 3, "region 'paris' lists no thresholds"),
         ("objective: 0.999\ndefaults:\n  error_rate: 0.01\n", 1, "objective 0.999 allows"),
     ],
 )

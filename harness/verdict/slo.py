@@ -153,11 +153,11 @@ def parse_slo(doc: Document) -> SloSpec:
         objective=float(data["objective"]) if "objective" in data else None,
         window=str(data.get("window", "30d")),
     )
-    # Cross-field rules: an override of a region must leave something to judge, and an SLO that claims
-    # a percentile beyond what its objective allows for error budget contradicts itself.
-    for name in regions:
-        if not spec.for_region(name).latency and spec.for_region(name).error_rate is None:
-            raise doc.error(f"region {name!r} has no thresholds", "regions", name)
+    # Cross-field rules: a region listed must say something, and an objective must leave room for the
+    # error rate the file allows.
+    for name, own in regions.items():
+        if not own.latency and own.error_rate is None:
+            raise doc.error(f"region {name!r} lists no thresholds (remove it, or give it some)", "regions", name)
     if spec.objective is not None and defaults.error_rate is not None and defaults.error_rate > 1 - spec.objective:
         raise doc.error(
             f"objective {spec.objective:g} allows {1 - spec.objective:.4g} of bad events, less than "
