@@ -61,3 +61,18 @@ def test_samples_round_trip_by_field_name_and_old_files_without_process_still_re
     got = read_samples(tmp_path, problems)
     assert got[1] == a and got[0].process == "" and got[0].cold == 1
     assert problems == ["samples-old.csv: 1 unreadable row(s) skipped"]
+
+
+def test_one_estimator_the_time_series_and_the_checks_use_the_summaries_order_statistics():
+    from harness.verdict.figures import timeseries
+
+    rng = random.Random(9)
+    samples = [
+        Sample("paris", "paris", i / 100, 10, rng.randint(1000, 90_000), 200, 0, 0, 0, 5.0, "local", 0, 0, "")
+        for i in range(300)
+    ]
+    ts = timeseries(samples)["paris"]
+    for b in range(3):
+        values = sorted(s.latency_us for s in samples if int(s.t_s) == b)
+        assert ts.p50_ms[b] == round(values[math.ceil(0.5 * len(values)) - 1] / 1000, 3)
+        assert ts.p99_ms[b] == round(values[math.ceil(0.99 * len(values)) - 1] / 1000, 3)
