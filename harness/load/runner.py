@@ -637,18 +637,12 @@ def _probe_image() -> tuple[bytes, str]:
 
 
 def _post(url: str, body: bytes, ctype: str) -> tuple[int, str]:
-    import urllib.error
-    import urllib.request
+    from harness.load.processes import http_client
 
-    req = urllib.request.Request(
-        url + "/v1/classify?top_k=5", data=body, method="POST", headers={"Content-Type": ctype}
+    resp = http_client().post(
+        url + "/v1/classify", params={"top_k": 5}, content=body, headers={"Content-Type": ctype}, timeout=120
     )
-    try:
-        with urllib.request.urlopen(req, timeout=120) as resp:
-            resp.read()
-            return resp.status, resp.headers.get("X-Cold-Start", "")
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.headers.get("X-Cold-Start", "")
+    return resp.status_code, resp.headers.get("X-Cold-Start", "")
 
 
 def run(settings: RunSettings) -> int:
