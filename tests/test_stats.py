@@ -88,9 +88,10 @@ def _erfinv(y: float) -> float:
 
 def test_loadgen_minimum_query_counts_are_reproduced():
     # MLPerf LoadGen's early stopping (confidence 0.99, tolerance 0, one over-latency query discarded)
-    # asks for at least 64 queries to estimate p90 and 662 for p99.
+    # asks for at least 64 queries to estimate p90, 662 for p99 and 6636 for p99.9.
     assert min_samples_one_sided(0.90, 0.99, discarded=1) == 64
     assert min_samples_one_sided(0.99, 0.99, discarded=1) == 662
+    assert min_samples_one_sided(0.999, 0.99, discarded=1) == 6636
     # With nothing discarded it is ceil(log(1 - c) / log(q)): LoadGen's starting point in its search.
     assert min_samples_one_sided(0.90, 0.99) == math.ceil(math.log(0.01) / math.log(0.9))
 

@@ -34,16 +34,22 @@ def _fmt(v: float | None, unit: str = "ms") -> str:
     return f"{v:.3f}" if v < 100 else f"{v:.1f}"
 
 
-def fmt_interval(lo: float | None, hi: float | None) -> str:
-    """`[1.234, 1.456]`, an open end shown as `..` (too few samples for that bound)."""
-    return f"[{'..' if lo is None else _fmt(lo)}, {'..' if hi is None else _fmt(hi)}]"
+def _short(v: float) -> str:
+    return f"{v:.2f}" if v < 10 else f"{v:.1f}" if v < 100 else f"{v:.0f}"
 
 
-def fmt_estimate(est: Estimate | None) -> str:
+def fmt_interval(lo: float | None, hi: float | None, short: bool = False) -> str:
+    """`[1.234, 1.456]` (short: 3 significant digits), an open end shown as `..` (too few samples for
+    that bound)."""
+    f = _short if short else _fmt
+    return f"[{'..' if lo is None else f(lo)}, {'..' if hi is None else f(hi)}]"
+
+
+def fmt_estimate(est: Estimate | None, sep: str = " ", short: bool = False) -> str:
     """`1.302 [1.234, 1.456]`: the point estimate and its confidence interval."""
     if est is None:
         return "-"
-    return f"{_fmt(est.value)} {fmt_interval(est.lo, est.hi)}"
+    return f"{_fmt(est.value)}{sep}{fmt_interval(est.lo, est.hi, short)}"
 
 
 def print_verdict(results: Results, console: Any) -> None:
@@ -58,21 +64,22 @@ def print_verdict(results: Results, console: Any) -> None:
         title_justify="left",
     )
     for col in ("region", "verdict", "PoP(s)", "planned", "ok", "err", "drop", "late", "lost", *PCT_KEYS):
-        t.add_column(escape(col), justify="left" if col in ("region", "verdict", "PoP(s)") else "right")
+        t.add_column(
+            escape(col), justify="left" if col in ("region", "verdict", "PoP(s)") else "right", no_wrap=col != "PoP(s)"
+        )
     for name, r in results.regions.items():
         statuses = {ch.status for ch in verdict.checks if ch.region == name}
-        own = (
-            "fail"
-            if "fail" in statuses
-            else "invalid"
-            if "no_data" in statuses
-            else ("inconclusive" if "inconclusive" in statuses else "pass")
-        )
-        if r.counts.lost or (r.counts.recorded == 0):
+        # The region's own verdict, with the run's precedence: invalid, fail, inconclusive, pass.
+        invalid = any(reason.startswith(f"{name}:") for reason in verdict.invalid_reasons)
+        if invalid or "no_data" in statuses or r.counts.lost or not r.counts.recorded:
             own = "invalid"
+        elif "fail" in statuses:
+            own = "fail"
+        else:
+            own = "inconclusive" if "inconclusive" in statuses else "pass"
         c = r.counts
         w: Summary = r.client_latency_ms.warm
-        pops = ", ".join(f"{p} ({v.rtt_ms:g} ms{', measured' if r.rtt_measured else ''})" for p, v in r.pops.items())
+        pops = ", ".join(f"{p} {v.rtt_ms:g} ms{' measured' if r.rtt_measured else ''}" for p, v in r.pops.items())
         t.add_row(
             escape(name),
             f"[{VERDICT_STYLE.get(own, '')}]{own.upper()}[/]",
@@ -83,7 +90,8 @@ def print_verdict(results: Results, console: Any) -> None:
             str(c.dropped),
             str(c.late),
             "-" if c.lost is None else str(c.lost),
-            *(escape(fmt_estimate(w.percentiles.get(k))) for k in PCT_KEYS),
+            # The interval on a line of its own under the estimate: rows stay two lines at any width.
+            *(escape(fmt_estimate(w.percentiles.get(k), "\n", short=True)) for k in PCT_KEYS),
         )
     console.print(t)
     checks = Table(title=f"SLO checks ({conf:.0%} confidence intervals)", title_justify="left")
