@@ -120,3 +120,24 @@ def test_an_slo_file_with_a_billion_laughs_names_its_line(tmp_path):
     with pytest.raises(ConfigError) as info:
         load_slo(bad)
     assert (info.value.file, info.value.line) == (str(bad), 6)
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("flag", ["--profile", "--slo", "--regions-file"])
+def test_the_cli_names_hostile_config_by_file_and_line_and_exits_2(tmp_path, flag):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("# a hostile file\n" + LAUGHS)
+    r = subprocess.run(
+        [sys.executable, "-m", "harness", "run", flag, str(bad), "--out", str(tmp_path / "out")],
+        cwd=Path(__file__).resolve().parents[1],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert r.returncode == 2, r.stderr
+    assert f"{bad}:5: aliases expand the document to more than" in r.stderr
+    assert "Traceback" not in r.stderr and "internal error" not in r.stderr
