@@ -171,3 +171,12 @@ def test_the_schema_knows_every_shape_and_every_profile_field():
     assert profile_schema["properties"]["shape"]["enum"] == list(SHAPES)
     settable = {f.name for f in fields(Profile)} - {"file", "_tz_offsets_h"}
     assert set(profile_schema["properties"]) == settable
+
+
+def test_the_shipped_schemas_are_valid_json_schemas():
+    from jsonschema import Draft202012Validator
+
+    from harness.load.yamlfile import schema
+
+    for name in ("profile.schema.json", "regions.schema.json"):
+        Draft202012Validator.check_schema(schema(name))
