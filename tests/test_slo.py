@@ -237,3 +237,26 @@ def test_bad_slo_file_names_file_line_and_problem(tmp_path, text, line, message)
     assert err.value.line == line, str(err.value)
     assert str(err.value).startswith(f"{f}:{line}:")
     assert message in str(err.value)
+
+
+def test_server_latency_from_prometheus_is_judged_on_its_point_estimate_only_when_measured():
+    slo = SLO.replace("  error_rate: 0.01\n", "  error_rate: 0.01\n  server_latency_ms: {p50: 10}\n")
+    samples = _samples("paris", 300, 5000) + _samples("nairobi", 300, 5000)
+    server = {
+        "source": "prometheus",
+        "url": "http://127.0.0.1:9090",
+        "error": None,
+        "regions": {
+            "paris": {"requests": 300, "errors": 0, "latency_ms": {"p50": 4.2}, "inference_ms": {"p50": 3.0}},
+            "nairobi": {"requests": 300, "errors": 0, "latency_ms": {"p50": 14.0}, "inference_ms": {"p50": 3.0}},
+        },
+    }
+    res = _judge(samples, slo=slo, server_side=server)
+    paris, nairobi = (_check(res, r, "server_latency_ms", "p50") for r in ("paris", "nairobi"))
+    assert paris.status == "pass" and (paris.lo, paris.hi) == (None, None) and paris.samples == 300
+    # nairobi's own p50 override is for client latency: its server latency keeps the default 10 ms.
+    assert nairobi.status == "fail" and nairobi.measured == 14.0 and nairobi.threshold == 10
+    assert res.regions["paris"].server_latency_ms.value("p50") == 4.2
+    # Without the telemetry stack there is nothing to judge: no check, and no reason to invalidate the run.
+    res = _judge(samples, slo=slo)
+    assert not [c for c in res.verdict.checks if c.metric == "server_latency_ms"] and res.verdict.valid

@@ -17,6 +17,7 @@ from harness.verdict.model import (
     Accounting,
     Estimate,
     LatencyBlock,
+    PopEvent,
     PopFigures,
     PopResult,
     RegionResult,
@@ -128,33 +129,27 @@ def region_result(
     )
 
 
-def pop_figures(samples: Sequence[Sample], late_threshold_ms: float, confidence: float) -> dict[str, dict]:
-    """Per PoP over every client region: accounting, regions served, latency (fields of PopResult)."""
-    out = {}
-    for pop in sorted({s.pop for s in samples if s.pop}):
-        ps = [s for s in samples if s.pop == pop]
-        ok = [s for s in ps if s.ok]
-        out[pop] = {
-            "counts": accounting(ps, late_threshold_ms),
-            "client_regions": sorted({s.region for s in ps}),
-            "client_latency_ms": latency_block(ps, confidence),
-            "server_inference_ms": summary((s.inference_us for s in ok if s.inference_us > 0), confidence),
-        }
-    return out
-
-
-def empty_pop(url: str, local: bool, ready_s: float | None) -> PopResult:
-    """A PoP that served nothing."""
-    none = Summary()
+def pop_result(
+    samples: Sequence[Sample],
+    late_threshold_ms: float,
+    confidence: float,
+    *,
+    url: str,
+    local: bool,
+    ready_s: float | None,
+    events: list[PopEvent],
+) -> PopResult:
+    """One PoP over every client region it served (`samples`: those it served): accounting and latency."""
+    ok = [s for s in samples if s.ok]
     return PopResult(
         url=url,
         local=local,
         ready_s=ready_s,
-        events=[],
-        counts=accounting([], 0.0),
-        client_regions=[],
-        client_latency_ms=LatencyBlock(none, none, none),
-        server_inference_ms=none,
+        events=events,
+        counts=accounting(samples, late_threshold_ms),
+        client_regions=sorted({s.region for s in samples}),
+        client_latency_ms=latency_block(samples, confidence),
+        server_inference_ms=summary((s.inference_us for s in ok if s.inference_us > 0), confidence),
     )
 
 

@@ -20,7 +20,7 @@ from typing import Any
 
 from harness.load.recorder import Sample
 from harness.verdict.facts import LOST, RunFacts
-from harness.verdict.figures import empty_pop, pop_figures, region_result, timeseries
+from harness.verdict.figures import pop_result, region_result, timeseries
 from harness.verdict.model import (
     EXIT_CODES,
     FAIL,
@@ -35,7 +35,6 @@ from harness.verdict.model import (
     Estimate,
     LoadProcessResult,
     PopEvent,
-    PopResult,
     ProcessColdStart,
     RegionResult,
     Results,
@@ -45,7 +44,7 @@ from harness.verdict.model import (
     Summary,
     Verdict,
 )
-from harness.verdict.slo import judge_error_rate, judge_percentile
+from harness.verdict.slo import check_name, judge_error_rate, judge_percentile
 
 LATENCY_BASIS = (
     "client latency from the intended send time (open model), emulated RTT excluded; e2e_latency_ms adds "
@@ -80,14 +79,21 @@ def build_results(facts: RunFacts, samples: Sequence[Sample]) -> Results:
     duration_s, span_problem = _measured_span(facts, samples)
     cold_starts = [_cold_start(d) for d in facts.process_cold_start]
     verdict = _judge(facts, samples, regions, load_processes, cold_starts, duration_s, span_problem)
-    pop_figs = pop_figures(samples, late_ms, conf)
-    pops: dict[str, PopResult] = {}
-    for name, p in facts.pops.items():
-        pop = empty_pop(p.get("url", ""), bool(p.get("local", False)), p.get("ready_s"))
-        if name in pop_figs:
-            pop = PopResult(url=pop.url, local=pop.local, ready_s=pop.ready_s, events=[], **pop_figs[name])
-        pop.events = [PopEvent(str(e["event"]), float(e["at_s"])) for e in p.get("events", [])]
-        pops[name] = pop
+    by_pop: dict[str, list[Sample]] = {}
+    for s in samples:
+        by_pop.setdefault(s.pop, []).append(s)
+    pops = {
+        name: pop_result(
+            by_pop.get(name, []),
+            late_ms,
+            conf,
+            url=str(p.get("url", "")),
+            local=bool(p.get("local", False)),
+            ready_s=p.get("ready_s"),
+            events=[PopEvent(str(e["event"]), float(e["at_s"])) for e in p.get("events", [])],
+        )
+        for name, p in facts.pops.items()
+    }
     cat = facts.catalogue
     return Results(
         schema=SCHEMA,
@@ -336,17 +342,14 @@ def _metric_checks(
         return out
     if metric == "server_latency_ms":
         # Prometheus gives histogram quantiles, not samples: judged on the point estimate, no interval.
-        if r.server_latency_ms is None or r.server_latency_ms.value(pct) is None:
+        figures = r.server_latency_ms
+        value = figures.value(pct) if figures else None
+        if figures is None or value is None:
             return []  # measured only with the telemetry stack (edgeharness run --stack)
-        value = r.server_latency_ms.value(pct)
-        assert value is not None
-        ch = judge_percentile(region, metric, pct, threshold, [value], 0.5)
-        ch.lo = ch.hi = None
-        ch.samples = r.server_latency_ms.count
-        ch.status = PASS if value <= threshold else FAIL
-        ch.needed_samples = None
-        ch.reason = "point estimate from Prometheus histogram buckets (no interval)"
-        return [ch]
+        name = check_name(region, metric, pct, threshold, None)
+        status = PASS if value <= threshold else FAIL
+        reason = "point estimate from Prometheus histogram buckets (no interval)"
+        return [Check(name, region, metric, pct, threshold, value, None, None, figures.count, status, reason=reason)]
     values = _values(samples, metric)
     assert values is not None, metric
     ch = judge_percentile(region, metric, pct, threshold, values, conf)
