@@ -8,6 +8,8 @@ from fractions import Fraction
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from harness.verdict.stats import (
     binomial_cdf,
@@ -117,3 +119,18 @@ def test_one_estimator_the_point_is_the_nearest_rank():
     v = np.sort(np.array([rng.randint(1, 10_000) for _ in range(999)], dtype=float))
     for q in (0.5, 0.9, 0.99, 0.999):
         assert percentile_interval(v, q, 0.99).value == v[math.ceil(q * len(v)) - 1]
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    n=st.integers(min_value=1, max_value=40),
+    q=st.sampled_from(["1/20", "1/4", "1/2", "3/4", "9/10", "19/20", "99/100", "999/1000"]),
+    conf=st.sampled_from(["1/2", "4/5", "9/10", "19/20", "99/100", "999/1000"]),
+)
+def test_any_size_quantile_and_confidence_agree_with_brute_force(n, q, conf):
+    r = interval_ranks(float(Fraction(q)), n, float(Fraction(conf)))
+    width, _ = _brute_force(n, Fraction(q), Fraction(conf))
+    s = _exact_cdf(n, Fraction(q))
+    assert 0 <= r.lo < r.hi <= n + 1
+    assert s[r.hi] - s[r.lo] >= Fraction(conf) and r.hi - r.lo == width
+    assert r.lo <= r.point <= r.hi  # the estimate lies within its interval
