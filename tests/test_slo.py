@@ -202,6 +202,11 @@ def test_process_cold_starts_are_judged_per_strategy():
     by = {c.strategy: c for c in res.verdict.checks if c.metric == "process_cold_start_ms"}
     assert by["plain"].status == "fail" and by["zygote"].status == "pass"
     assert "paris process_cold_start_ms p50 [plain] <= 1000" in res.verdict.failed
+    # A start that never answered well is not a fast start: it makes the run invalid, naming it.
+    broken = [*starts, {"region": "paris", "strategy": "zygote", "repeat": 12, "status": 503}]
+    v = _judge(_samples("paris", 300, 5000), slo=slo, process_cold_start=broken).verdict
+    assert v.exit_code == EXIT_INVALID
+    assert "paris: process cold start #13 (zygote) got no good first answer (status 503)" in v.invalid_reasons
 
 
 def test_default_and_lenient_slo_files_load():

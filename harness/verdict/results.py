@@ -192,13 +192,13 @@ def _cold_start(d: dict[str, Any]) -> ProcessColdStart:
     return ProcessColdStart(
         region=str(d.get("region", "")),
         strategy=str(d.get("strategy", "plain")),
-        repeat=int(d.get("repeat", 0)),
+        repeat=int(d.get("repeat") or 0),
         spawn_to_listening_ms=num("spawn_to_listening_ms", "alive_ms"),
         spawn_to_ready_ms=num("spawn_to_ready_ms", "ready_ms"),
         spawn_to_first_answer_ms=num("spawn_to_first_answer_ms", "first_response_ms"),
         first_request_ms=num("first_request_ms"),
-        status=int(d.get("status", 0)),
-        phases={str(k): float(v) for k, v in (d.get("phases") or {}).items()},
+        status=int(d.get("status") or 0),  # 0: no answer at all
+        phases={str(k): float(v) for k, v in (d.get("phases") or {}).items() if v is not None},
     )
 
 
@@ -293,6 +293,12 @@ def _judge(
     for ch in checks:
         if ch.status == "no_data":
             problems.append(ch.reason)
+    for c in cold_starts:
+        if not 200 <= c.status < 300 or c.spawn_to_first_answer_ms is None:
+            problems.append(
+                f"{c.region}: process cold start #{c.repeat + 1} ({c.strategy}) got no good first answer "
+                f"(status {c.status})"
+            )
     if profile.expects_cold_starts and profile.process_cold_start and not cold_starts:
         notes.append("process-level cold start not measured (external targets)")
     failed = [c.name for c in checks if c.status == FAIL]
@@ -334,7 +340,12 @@ def _metric_checks(
 ) -> list[Check]:
     conf = facts.slo.validity.confidence
     if metric == "process_cold_start_ms":
-        mine = [c for c in cold_starts if c.region == region and c.spawn_to_first_answer_ms is not None]
+        # Starts that got no good first answer make the run invalid (see _judge); the rest are judged.
+        mine = [
+            c
+            for c in cold_starts
+            if c.region == region and c.spawn_to_first_answer_ms is not None and 200 <= c.status < 300
+        ]
         out = []
         for strategy in sorted({c.strategy for c in mine}):
             values = [float(c.spawn_to_first_answer_ms or 0.0) for c in mine if c.strategy == strategy]
