@@ -102,8 +102,19 @@ class ProfileShape(LoadTestShape):
 
 def gatherer() -> Gatherer:
     if "gatherer" not in _state:
-        _state["gatherer"] = Gatherer(plan().out_dir)
+        live = _state.get("live")
+        _state["gatherer"] = Gatherer(plan().out_dir, on_rows=live.add_csv if live is not None else None)
     return _state["gatherer"]
+
+
+def _new_live_figures() -> None:
+    """Live per-region µs percentiles and SLO status for the web UI's tab (Locust rounds to milliseconds)."""
+    from harness.load.webtab import LiveLatency
+    from harness.verdict.slo import load_slo
+
+    spec = load_slo(os.environ.get("EDGE_SLO") or None)
+    thresholds = {r: spec.for_region(r).latency.get("client_latency_ms", {}) for r in plan().profile["regions"]}
+    _state["live"] = LiveLatency(thresholds, spec.validity.confidence)
 
 
 def _on_samples(environment: Environment, msg: Any, **_: Any) -> None:
@@ -125,6 +136,10 @@ def _begin_output(out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
     for name in ("results.json", "report.html"):
         (out / name).unlink(missing_ok=True)
+    # A previous run's samples in the same folder would be judged with this one's.
+    raw = out / "raw"
+    for old in [*raw.glob("samples-*.csv"), raw / "processes.json"] if raw.exists() else []:
+        old.unlink(missing_ok=True)
     (out / "RUNNING").write_text(f"started {time.time():.3f} pid {os.getpid()}\n", encoding="utf-8")
 
 
@@ -268,6 +283,11 @@ def _on_init(environment: Environment, **_: Any) -> None:
         return
     runner.register_message("edge_samples", _on_samples)
     runner.register_message("edge_done", _on_done)
+    if environment.web_ui is not None:
+        from harness.load.webtab import install
+
+        _new_live_figures()
+        install(environment, lambda: _state["live"].rows() if "live" in _state else [])
     if isinstance(runner, MasterRunner):
         runner.register_message("edge_hello", _on_hello)
 
@@ -275,7 +295,15 @@ def _on_init(environment: Environment, **_: Any) -> None:
 @events.test_start.add_listener
 def _on_test_start(environment: Environment, **_: Any) -> None:
     runner = environment.runner
-    if isinstance(runner, WorkerRunner) or "gatherer" in _state:
+    if isinstance(runner, WorkerRunner):
+        return
+    if "conclusion" in _state:
+        # Another test in the same web UI session: a fresh schedule, ledger and verdict.
+        for key in ("gatherer", "conclusion", "t0", "exit_code", "process", "live"):
+            _state.pop(key, None)
+        if environment.web_ui is not None:
+            _new_live_figures()
+    elif "gatherer" in _state:
         return
     out = Path(plan().out_dir)
     if plan().judge:

@@ -15,6 +15,7 @@ import json
 import os
 import time
 import zlib
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -100,10 +101,11 @@ class Ledger:
 class Gatherer:
     """The gathering side (a local Locust, or the master): writes chunks and keeps the ledger."""
 
-    def __init__(self, out_dir: str | Path) -> None:
+    def __init__(self, out_dir: str | Path, on_rows: Callable[[list[str], str], None] | None = None) -> None:
         self.raw = Path(out_dir) / "raw"
         self.raw.mkdir(parents=True, exist_ok=True)
         self.ledger = Ledger()
+        self.on_rows = on_rows  # also given every chunk's rows (header, CSV body), e.g. for live figures
 
     def expect(self, record: ProcessRecord) -> None:
         """A load process was given its share of the plan."""
@@ -118,6 +120,8 @@ class Gatherer:
         csv.writer(head).writerow(sample_header())
         path = self.raw / f"samples-{_safe(process)}-{seq:05d}.csv"
         write_atomic(path, (head.getvalue() + body).encode("utf-8"))
+        if self.on_rows is not None:
+            self.on_rows(sample_header(), body)
         rec = self.ledger.processes.get(process)
         if rec is not None:
             rec.chunks = max(rec.chunks, seq + 1)

@@ -276,6 +276,10 @@ class ArrivalLoop:
             # got answered, recorded as such rather than silently left out of the counts.
             end = time.perf_counter()
             status, error = UNFINISHED, "unfinished: still in flight when the load process stopped"
+        except Exception as exc:  # a malformed answer, say from a PoP dying mid-response
+            # Whatever the client raises, the arrival has an outcome: never a silently missing sample.
+            end = time.perf_counter()
+            error = f"{type(exc).__name__}: {exc}"[:200]
         finally:
             self.counter.outstanding -= 1
         latency = end - due
