@@ -15,6 +15,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from harness.load.plan import build_plan
 from harness.load.processes import REPO_ROOT, child_env, free_port, wait_ready
@@ -47,9 +48,10 @@ def locust_run(
     arrival: str = "poisson",
     max_outstanding: int = 256,
     during: Callable[[float], object] | None = None,
-    spin_ms: float = 1.0,
-) -> tuple[dict, float]:
-    """One Locust process, one region at `rate`; returns (paris figures, CPU seconds of the process)."""
+    locustfile: Path | None = None,
+) -> tuple[Any, float]:
+    """One Locust process, one region at `rate`; returns (paris figures, CPU seconds of the process).
+    `locustfile`: another tree's (a benchmark's baseline), default ours."""
     out.mkdir(parents=True, exist_ok=True)
     prof = Profile(
         name="bench",
@@ -63,7 +65,6 @@ def locust_run(
         corpus={"sizes": [[64, 48]], "formats": ["jpeg"]},
     )
     plan = build_plan(prof, {"paris": url}, out, start_at=time.time() + 5.0)
-    plan.spin_ms = spin_ms
     plan.save(out / "plan.json")
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     proc = subprocess.Popen(
@@ -72,7 +73,7 @@ def locust_run(
             "-m",
             "locust",
             "-f",
-            str(REPO / "loadtests" / "locustfile.py"),
+            str(locustfile or REPO / "loadtests" / "locustfile.py"),
             "--headless",
             "--only-summary",
             "--loglevel",

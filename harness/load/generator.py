@@ -1,23 +1,29 @@
 """The open-model load engine inside a Locust process: arrival loops, PoP routing, sample recording.
 
-Imported only by the locustfile (it needs gevent); one ArrivalLoop per region and load process sends
-each scheduled arrival from its own greenlet, so the schedule never waits for a response.
+Imported only by the locustfile (it needs gevent). In each load process one TimingLoop (a native clock
+thread) releases every due arrival of the process's share of the plan; the region's ArrivalLoop sends it
+from its own greenlet, so the schedule never waits for a response.
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import heapq
 import random
 import socket
 import statistics
 import time
-from collections.abc import Callable
+from collections import deque
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import gevent
+import gevent.event
 import gevent.pool
 import gevent.socket
+from gevent.monkey import get_original
 from geventhttpclient import HTTPClient
 from geventhttpclient.url import URL
 
@@ -29,6 +35,10 @@ DROPPED = -1  # status of an arrival that was never sent: the outstanding limit 
 CONN_ERROR = 0  # status of a request that got no HTTP response
 UNFINISHED = -2  # status of a request still in flight when its load process stopped
 DEFAULT_PATH = "/v1/classify?top_k=5"  # the reference handler's endpoint
+PR_SET_TIMERSLACK = 29  # prctl(2)
+# Locust patches time and threading for gevent; the clock thread needs the real ones.
+_real_sleep = get_original("time", "sleep")
+_start_thread = get_original("_thread", "start_new_thread")
 FLUSH_EVERY_S = 2.0  # how often a load process hands its new samples over (at most this much is lost)
 
 
@@ -151,6 +161,7 @@ class ArrivalLoop:
         self.plan, self.region, self.share, self.recorder, self.health = plan, region, share, recorder, health
         self.profile = plan.profile_obj()
         self.routes = plan.routes[region]
+        self.paths = {r["pop"]: request_path(r["url"]) for r in self.routes}  # parsed once, not per request
         self.corpus = corpus
         self.sends = sends  # every in-flight request of this process, so that a stop can end them
         self.fire = fire  # locust's request event, so Locust's own stats and CSVs see every request
@@ -159,7 +170,6 @@ class ArrivalLoop:
         self.clients: dict[str, HTTPClient] = {}
         self.counter = recorder.counter(region)
         self.late_s = self.profile.late_threshold_ms / 1000.0
-        self.completed = False  # the whole schedule was sent and drained
 
     def client(self, pop: str, url: str) -> HTTPClient:
         """A pooled keep-alive client for `pop`, as wide as the outstanding limit."""
@@ -179,35 +189,18 @@ class ArrivalLoop:
                 return r
         return None
 
-    def run(self, t0_wall: float) -> None:
-        """Start every arrival of the schedule just before its intended time, then wait for stragglers."""
-        prof = self.profile
-        t0_perf = time.perf_counter() - (time.time() - t0_wall)
-        # Each arrival's greenlet starts this much early and prepares its request, so that neither the
-        # spawn nor the preparation sits between the intended time and the send.
-        lead_s = self.plan.spin_ms / 1000.0 + 0.001
-        pending: list[gevent.Greenlet] = []
-        for t in self.plan.arrivals(self.region, self.share):
-            due = t0_perf + t
-            wait = due - lead_s - time.perf_counter()
-            if wait > 0:
-                gevent.sleep(wait)
-            self.counter.scheduled += 1
-            if self.counter.outstanding >= prof.max_outstanding:
-                self.counter.dropped += 1
-                if self.recorder.telemetry is not None:
-                    self.recorder.telemetry.arrival(self.region, "dropped")
-                self.recorder.rows.append(self.sample("", t, 0, 0, DROPPED, error="dropped: outstanding limit"))
-                continue
-            self.counter.outstanding += 1
-            pending.append(self.sends.spawn(self.send, t, due))
-            if len(pending) > 4 * prof.max_outstanding:
-                pending = [g for g in pending if not g.dead]
-        gevent.joinall(pending, timeout=prof.drain_s + lead_s)
-        for g in pending:
-            if not g.dead:
-                g.kill(block=True, timeout=1.0)
-        self.completed = True
+    def release(self, t: float, due: float) -> None:
+        """Arrival `t` (s from t=0) is due at `due` (perf_counter): send it now, or drop it when the
+        outstanding limit is reached. Called on the hub by the process's TimingLoop."""
+        self.counter.scheduled += 1
+        if self.counter.outstanding >= self.profile.max_outstanding:
+            self.counter.dropped += 1
+            if self.recorder.telemetry is not None:
+                self.recorder.telemetry.arrival(self.region, "dropped")
+            self.recorder.rows.append(self.sample("", t, 0, 0, DROPPED, error="dropped: outstanding limit"))
+            return
+        self.counter.outstanding += 1
+        self.sends.spawn(self.send, t, due)
 
     def sample(self, pop: str, t: float, send_delay_us: int, latency_us: int, status: int, **kw: Any) -> Sample:
         """One arrival's outcome, as recorded."""
@@ -236,14 +229,6 @@ class ArrivalLoop:
         pop = route["pop"] if route else ""
         headers = {"Content-Type": ctype, "traceparent": traceparent(self.rng), "X-Edge-Client-Region": self.region}
         client = self.client(pop, route["url"]) if route else None
-        spin_s = self.plan.spin_ms / 1000.0
-        try:
-            while (left := due - time.perf_counter()) > 0:
-                # Timers fire up to 1 ms late, so sleep only to within spin_s of the send, then yield-spin.
-                gevent.sleep(left - spin_s if left > spin_s else 0)
-        except gevent.GreenletExit:
-            self.counter.outstanding -= 1  # stopped before its time: never sent, so unaccounted (lost)
-            raise
         start = time.perf_counter()
         send_delay = start - due
         if send_delay > self.late_s:
@@ -254,7 +239,7 @@ class ArrivalLoop:
             if client is None:
                 raise ConnectionError("no healthy PoP")
             self.counter.sent += 1
-            resp = client.post(request_path(route["url"]), body=body, headers=headers)
+            resp = client.post(self.paths[pop], body=body, headers=headers)
             resp.read()
             end = time.perf_counter()
             status = resp.status_code
@@ -338,6 +323,72 @@ class ArrivalLoop:
             c.close()
 
 
+class TimingLoop:
+    """The one clock of a load process: a native thread sleeps to each arrival's intended time (every
+    region's schedule merged) and hands the due arrivals to the gevent hub, which starts their requests.
+
+    Nothing spins, per arrival or otherwise: the thread's sleep is precise (its timer slack set to 1 µs),
+    while the hub's timers wake up to a millisecond late. A busy hub delays a send, never the clock, and
+    the delay is measured (send_delay) and counted as late past the profile's threshold."""
+
+    def __init__(self, loops: list[ArrivalLoop], drain_s: float) -> None:
+        self.loops, self.drain_s = loops, drain_s
+        self.hub = gevent.get_hub().loop
+        self.due: deque[tuple[int, float, float] | None] = deque()
+        self.released = gevent.event.Event()  # set on the hub once the last arrival was handed over
+        self.stopping = False
+        self.completed = False  # the whole schedule was released and drained
+
+    def run(self, t0_wall: float, sends: gevent.pool.Group) -> None:
+        """Release every arrival at its time from t0_wall (wall clock of t=0) on, then wait (drain_s at
+        most) for the requests in flight; those still going are ended (recorded as unfinished)."""
+        t0_perf = time.perf_counter() - (time.time() - t0_wall)
+        _start_thread(self._clock, (t0_perf,))
+        try:
+            self.released.wait()
+            sends.join(timeout=self.drain_s)
+            sends.kill(block=True, timeout=2.0)
+            self.completed = True
+        finally:
+            self.stopping = True  # a killed run stops the clock too
+
+    def _clock(self, t0_perf: float) -> None:
+        _tight_timer_slack()
+        tagged = [_tag(loop.plan.arrivals(loop.region, loop.share), i) for i, loop in enumerate(self.loops)]
+        for t, i in heapq.merge(*tagged):
+            due = t0_perf + t
+            while (left := due - time.perf_counter()) > 0:
+                _real_sleep(min(left, 0.1))  # in slices, so that a stop is noticed
+                if self.stopping:
+                    return
+            if self.stopping:
+                return
+            self.due.append((i, t, due))
+            self.hub.run_callback_threadsafe(self._release)
+        self.due.append(None)
+        self.hub.run_callback_threadsafe(self._release)
+
+    def _release(self) -> None:
+        while self.due:
+            item = self.due.popleft()
+            if item is None:
+                self.released.set()
+                return
+            i, t, due = item
+            self.loops[i].release(t, due)
+
+
+def _tag(times: Iterator[float], i: int) -> Iterator[tuple[float, int]]:
+    for t in times:
+        yield t, i
+
+
+def _tight_timer_slack() -> None:
+    """Linux lets a sleeping thread wake up to 50 µs late by default (timer slack); ask for 1 µs."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_TIMERSLACK, 1000, 0, 0, 0)
+
+
 def measure_rtt_ms(url: str, probes: int = 5, timeout_s: float = 2.0) -> float:
     """This machine's network RTT to `url`: the median time of a TCP handshake (one round trip), in ms."""
     u = URL(url)
@@ -383,6 +434,7 @@ class LoadProcess:
             ArrivalLoop(plan, region, share, self.recorder, self.health, corpus, self.sends, fire, measured)
             for region, share in assignment.shares.items()
         ]
+        self.timing = TimingLoop(self.loops, plan.profile_obj().drain_s)
         self.greenlets: list[gevent.Greenlet] = []
         self.flusher: gevent.Greenlet | None = None
         self.t0: float | None = None
@@ -392,12 +444,12 @@ class LoadProcess:
     def start(self, t0_wall: float) -> None:
         """Send the schedules from t0_wall (wall clock of t=0) on."""
         self.t0 = t0_wall
-        self.greenlets = [gevent.spawn(loop.run, t0_wall) for loop in self.loops]
+        self.greenlets = [gevent.spawn(self.timing.run, t0_wall, self.sends)]
         self.flusher = gevent.spawn(self._flush_every)
 
     def completed(self) -> bool:
         """Every loop sent its whole schedule and drained."""
-        return all(loop.completed for loop in self.loops)
+        return self.timing.completed
 
     def _flush_every(self) -> None:
         while True:
