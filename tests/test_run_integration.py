@@ -121,6 +121,10 @@ def test_bad_profile_and_target_exit_2_with_file_and_line(tmp_path):
     assert r.returncode == 2 and "bad target" in r.stderr
     r = edgeharness("run", "--target", "atlantis=http://127.0.0.1:9", "--out", str(tmp_path / "o"))
     assert r.returncode == 2 and "unknown region 'atlantis'" in r.stderr
+    # An error once the run began (here the model is missing): no verdict, and no RUNNING marker left behind.
+    r = edgeharness("run", "--model", str(tmp_path / "missing.onnx"), "--out", str(tmp_path / "m"))
+    assert r.returncode == 2 and "model file not found" in r.stderr, r.stderr
+    assert (tmp_path / "m").exists() and not {"RUNNING", "results.json"} & {p.name for p in (tmp_path / "m").iterdir()}
 
 
 def test_failover_moves_clients_to_next_nearest_pop(tmp_path):

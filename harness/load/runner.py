@@ -423,7 +423,8 @@ class Run:
 
     def execute(self) -> int:
         """Do the run; the exit code is the verdict's (0 pass, 1 fail, 2 invalid or inconclusive,
-        3 interrupted). Whatever happens after the start, results.json and report.html are written."""
+        3 interrupted). Once the run is under way, results.json and report.html are written whatever
+        happens; an error before any verdict (a PoP that does not start) leaves neither, nor RUNNING."""
         self.begin_output()
         started = time.time()
         self.say(
@@ -450,6 +451,10 @@ class Run:
                 except KeyboardInterrupt:
                     for c in self.locust:
                         c.kill()
+            except Exception:
+                # No verdict (a PoP that would not start, a bad target): the folder must not say "running".
+                (self.out / "RUNNING").unlink(missing_ok=True)
+                raise
         return self.finish(started, process_cold, server)
 
     def begin_output(self) -> None:
