@@ -281,6 +281,15 @@ def _on_init(environment: Environment, **_: Any) -> None:
             "edge_hello", {"region": region, "index": runner.worker_index, "host": socket.gethostname()}
         )
         return
+    try:
+        plan()
+        if plan().judge:
+            from harness.verdict.slo import load_slo
+
+            load_slo(os.environ.get("EDGE_SLO") or None)  # a bad SLO file is refused now, not after the run
+    except Exception as exc:  # a ConfigError names file and line; anything else is as bad here
+        print(f"edgeharness: {exc}", file=sys.stderr)
+        raise SystemExit(2) from exc
     runner.register_message("edge_samples", _on_samples)
     runner.register_message("edge_done", _on_done)
     if environment.web_ui is not None:

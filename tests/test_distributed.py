@@ -186,3 +186,13 @@ def test_the_web_ui_shows_live_microsecond_percentiles_and_a_stop_is_judged(tmp_
     assert code == 3 and res["verdict"]["status"] == "interrupted", (tmp_path / "locust.log").read_text()[-3000:]
     (local,) = res["load_processes"]
     assert local["state"] == "interrupted" and local["recorded"]["paris"] >= 20
+
+
+def test_a_plain_locust_run_refuses_a_bad_slo_file_before_it_starts(tmp_path):
+    env = master_env(
+        tmp_path, {"paris": "http://127.0.0.1:9"}, "defaults:\n  client_latency_ms: {p50: fast}\n", ("paris",)
+    )
+    proc = subprocess.run([*LOCUST, "--headless"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2
+    assert f"{tmp_path / 'slo.yaml'}:2: defaults.client_latency_ms.p50" in proc.stderr
+    assert not (tmp_path / "out" / "raw").exists()
