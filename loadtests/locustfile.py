@@ -61,8 +61,8 @@ def corpus() -> list[tuple[str, str, bytes]]:
 
 
 def t0() -> float:
-    """Wall-clock time of the schedule's t=0 on the gathering process: the plan's, else the test start's
-    plus LEAD_S."""
+    """Wall-clock time of the schedule's t=0 on the gathering process: the plan's, else LEAD_S after the
+    test's start has shared the plan out (fixed by the first call once that is done)."""
     p = plan()
     if p.start_at is not None:
         return p.start_at
@@ -70,7 +70,9 @@ def t0() -> float:
 
 
 def schedule_end() -> float:
-    """Wall-clock time by which every arrival is due and drained."""
+    """Wall-clock time by which every arrival is due and drained (never, while t=0 is not yet fixed)."""
+    if plan().start_at is None and "t0" not in _state:
+        return float("inf")
     prof = plan().profile
     return t0() + prof["duration_s"] + prof["drain_s"]
 
@@ -168,17 +170,19 @@ def _start_master(environment: Environment) -> None:
         names.append((f"worker-{region}-{h['index']}" if region else f"worker-{h['index']}", region))
     assignments, orphans = assign(plan().profile["regions"], names)
     g = gatherer()
-    g.ledger.t0 = t0()
     g.ledger.orphans = orphans
     plan_data = asdict(plan())
-    for (node_id, h), a in zip(hellos, assignments, strict=True):
+    for (_, h), a in zip(hellos, assignments, strict=True):
         if a.pinned is not None and a.pinned not in plan().profile["regions"]:
             print(
                 f"edgeharness: {a.name} is pinned to {a.pinned!r}, not a region of the profile "
                 f"({', '.join(plan().profile['regions'])}): it generates nothing",
                 file=sys.stderr,
             )
-        _expect(a, h.get("host", ""), measured=a.pinned is not None)
+        _expect(a, h.get("host", ""), measured=a.pinned is not None)  # counting a long plan takes a while
+    g.ledger.t0 = t0()  # so t=0 is fixed only now
+    g.save()
+    for (node_id, _), a in zip(hellos, assignments, strict=True):
         # The plan travels with the assignment: a worker needs no shared file system, only the locustfile.
         runner.send_message(
             "edge_assign",
@@ -325,9 +329,10 @@ def _on_test_start(environment: Environment, **_: Any) -> None:
         return
     (a,), _ = assign(plan().profile["regions"], [("local", None)])
     g = gatherer()
-    g.ledger.t0 = t0()
     corpus()  # build the bodies before t=0, not during the first arrivals
     _expect(a, "", measured=False)
+    g.ledger.t0 = t0()  # fixed once the preparations are done
+    g.save()
     _start_process(environment, a, t0(), measure_rtt=False)
 
 
