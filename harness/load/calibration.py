@@ -65,6 +65,7 @@ def locust_run(
         corpus={"sizes": [[64, 48]], "formats": ["jpeg"]},
     )
     plan = build_plan(prof, {"paris": url}, out, start_at=time.time() + 5.0)
+    plan.judge = False  # measure the load process only: the caller reads its samples
     plan.save(out / "plan.json")
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     proc = subprocess.Popen(
