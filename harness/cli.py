@@ -16,6 +16,7 @@ COMMAND_MODULES = (
     "harness.stack.commands",
     "harness.dashboards_commands",
     "harness.verdict.commands",
+    "harness.compare.commands",
 )
 
 

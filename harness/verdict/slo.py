@@ -40,6 +40,19 @@ _REGION = {
     "properties": {
         **{m: _PERCENTILES for m in METRICS},
         "error_rate": {"type": "number", "exclusiveMinimum": 0, "maximum": 1},
+        # Cost per million requests (the pricing file's currency), judged with `run --pricing FILE`.
+        "cost_per_million": {"type": "number", "exclusiveMinimum": 0},
+    },
+    "additionalProperties": False,
+}
+# Tolerances of `edgeharness compare` and `run --baseline` (harness.compare).
+_REGRESSION = {
+    "type": "object",
+    "properties": {
+        "metric": {"enum": ["client_latency_ms", "server_total_ms", "e2e_latency_ms"]},
+        "percentiles": {"type": "array", "items": {"enum": list(PCT_KEYS)}, "minItems": 1},
+        "tolerance_ms": {"type": "number", "minimum": 0},
+        "tolerance_pct": {"type": "number", "minimum": 0},
     },
     "additionalProperties": False,
 }
@@ -52,6 +65,7 @@ SLO_SCHEMA: dict[str, Any] = {
         "window": {"type": "string", "pattern": PROM_DURATION},
         "defaults": _REGION,
         "regions": {"type": "object", "additionalProperties": _REGION},
+        "regression": _REGRESSION,
         "validity": {
             "type": "object",
             "properties": {
@@ -75,6 +89,7 @@ class RegionSlo:
 
     latency: dict[str, dict[str, float]] = field(default_factory=dict)
     error_rate: float | None = None
+    cost_per_million: float | None = None
 
 
 @dataclass
@@ -87,16 +102,23 @@ class SloSpec:
     file: str = ""
     objective: float | None = None  # fraction of good events for burn-rate alerts (None: per check)
     window: str = "30d"
+    regression: dict[str, Any] = field(default_factory=dict)  # tolerances of `edgeharness compare`
 
     def for_region(self, region: str) -> RegionSlo:
         """The defaults overlaid with the region's own thresholds."""
         own = self.regions.get(region)
-        merged = RegionSlo({k: dict(v) for k, v in self.defaults.latency.items()}, self.defaults.error_rate)
+        merged = RegionSlo(
+            {k: dict(v) for k, v in self.defaults.latency.items()},
+            self.defaults.error_rate,
+            self.defaults.cost_per_million,
+        )
         if own:
             for metric, pcts in own.latency.items():
                 merged.latency.setdefault(metric, {}).update(pcts)
             if own.error_rate is not None:
                 merged.error_rate = own.error_rate
+            if own.cost_per_million is not None:
+                merged.cost_per_million = own.cost_per_million
         return merged
 
 
@@ -119,6 +141,8 @@ def _region_slo(data: dict[str, Any] | None) -> RegionSlo:
     for metric, value in (data or {}).items():
         if metric == "error_rate":
             out.error_rate = float(value)
+        elif metric == "cost_per_million":
+            out.cost_per_million = float(value)
         else:
             out.latency[metric] = {pct: float(ms) for pct, ms in value.items()}
     return out
@@ -152,11 +176,12 @@ def parse_slo(doc: Document) -> SloSpec:
         file=doc.file,
         objective=float(data["objective"]) if "objective" in data else None,
         window=str(data.get("window", "30d")),
+        regression=dict(data.get("regression") or {}),
     )
     # Cross-field rules: a region listed must say something, and an objective must leave room for the
     # error rate the file allows.
     for name, own in regions.items():
-        if not own.latency and own.error_rate is None:
+        if not own.latency and own.error_rate is None and own.cost_per_million is None:
             raise doc.error(f"region {name!r} lists no thresholds (remove it, or give it some)", "regions", name)
     if spec.objective is not None and defaults.error_rate is not None and defaults.error_rate > 1 - spec.objective:
         raise doc.error(
