@@ -41,6 +41,9 @@ def register(subparsers: Any) -> None:  # argparse's _SubParsersAction is privat
         metavar="N",
         help="use Locust master/worker mode with N local workers (default: one process)",
     )
+    from harness.report.extras import add_arguments
+
+    add_arguments(run)
     run.set_defaults(func=_run)
 
     worker = subparsers.add_parser(
@@ -159,6 +162,10 @@ def _settings(args: argparse.Namespace) -> Any:
         stack=args.stack,
         client_otlp=args.client_otlp,
         quiet=args.quiet,
+        pricing=getattr(args, "pricing", None),
+        baseline=getattr(args, "baseline", None),
+        junit=getattr(args, "junit", None),
+        summary_md=getattr(args, "summary_md", None),
     )
 
 
@@ -185,7 +192,9 @@ def _guard(fn: Any, args: argparse.Namespace) -> int:
 def _run(args: argparse.Namespace) -> int:
     def go(a: argparse.Namespace) -> int:
         from harness.load.runner import run
+        from harness.report.extras import check_arguments
 
+        check_arguments(a)  # a bad --pricing or --baseline fails now, not after the run
         return run(_settings(a))
 
     return _guard(go, args)

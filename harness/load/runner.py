@@ -52,6 +52,10 @@ class RunSettings:
     stack: str = ""  # "": PoPs only; "native": start the telemetry pipeline too; a folder: use a running one
     client_otlp: str = ""  # where load processes export client-side metrics (see Plan.client_otlp)
     quiet: bool = False
+    pricing: str | None = None  # pricing file: cost per region (harness.cost)
+    baseline: str | None = None  # a run directory to compare with (harness.compare)
+    junit: str | None = None  # JUnit XML of the SLO checks
+    summary_md: str | None = None  # a short Markdown summary
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-friendly settings."""
@@ -543,8 +547,12 @@ class Run:
             notes=notes,
         )
         results = build_results(facts, samples)
-        write_outputs(results, self.out, samples)
+        from harness.report import extras as ex  # --pricing, --baseline, --junit, --summary-md
+
+        more = ex.prepare(results, samples, self.slo, self.out, pricing=self.s.pricing, baseline=self.s.baseline)
+        write_outputs(results, self.out, samples, more.sections)
         print_verdict(results, self.console)
+        ex.publish(results, more, self.out, self.console, junit=self.s.junit, summary_md=self.s.summary_md)
         self.say(f"results: {self.out / 'results.json'}   report: {self.out / 'report.html'}")
         return results.verdict.exit_code
 

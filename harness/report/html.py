@@ -151,13 +151,17 @@ def _environment() -> Any:
     return env
 
 
-def render(results: Results, samples: Sequence[Any] | None = None) -> str:
-    """The report as one HTML string."""
+def render(results: Results, samples: Sequence[Any] | None = None, sections: Sequence[str] = ()) -> str:
+    """The report as one HTML string; `sections`: extra HTML fragments (harness.report.sections), already
+    escaped by their own templates, placed before the run settings."""
+    from markupsafe import Markup
+
     template = _environment().get_template("report.html.j2")
     return template.render(
         r=results,
         plots=plots(results, samples),
         run_json=json.dumps(results.to_json()["run"], indent=2),
+        sections=[Markup(s) for s in sections],
     )
 
 

@@ -380,15 +380,17 @@ def _write_atomic(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def write_outputs(results: Results, out_dir: str | Path, samples: Sequence[Sample] | None = None) -> None:
-    """Write OUT/results.json and OUT/report.html (each a temporary file renamed into place), then
-    remove OUT/RUNNING."""
+def write_outputs(
+    results: Results, out_dir: str | Path, samples: Sequence[Sample] | None = None, sections: Sequence[str] = ()
+) -> None:
+    """Write OUT/results.json and OUT/report.html (each a temporary file renamed into place, `sections`:
+    extra HTML fragments for the report), then remove OUT/RUNNING."""
     from harness.report.html import render
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     _write_atomic(out / "results.json", json.dumps(results.to_json(), indent=2))
-    _write_atomic(out / "report.html", render(results, samples))
+    _write_atomic(out / "report.html", render(results, samples, sections))
     (out / RUNNING).unlink(missing_ok=True)
 
 
