@@ -159,3 +159,11 @@ def test_a_bad_pricing_file_or_baseline_is_refused_before_the_run(tmp_path):
         "run", "--backend", "testserver", "--baseline", str(tmp_path), "--out", str(tmp_path / "o"), timeout=60
     )
     assert r.returncode == 2 and "no results.json" in r.stderr
+
+
+def test_the_baseline_cannot_be_the_runs_own_output_folder(runs):
+    a = runs["A"]
+    before = (a / "results.json").read_text()
+    r = edgeharness("run", "--backend", "testserver", "--baseline", str(a), "--out", str(a), timeout=60)
+    assert r.returncode == 2 and "own --out folder" in r.stderr
+    assert (a / "results.json").read_text() == before  # nothing of the baseline was touched

@@ -170,5 +170,9 @@ def check_arguments(args: Any) -> None:
         from harness.cost.pricing import load_pricing, resolve
 
         load_pricing(resolve(args.pricing))
-    if getattr(args, "baseline", None) and not (Path(args.baseline) / "results.json").is_file():
-        raise ConfigError(args.baseline, None, "--baseline: no results.json there (not a finished run directory)")
+    baseline = getattr(args, "baseline", None)
+    if baseline and not (Path(baseline) / "results.json").is_file():
+        raise ConfigError(baseline, None, "--baseline: no results.json there (not a finished run directory)")
+    if baseline and getattr(args, "out", None) and Path(baseline).resolve() == Path(args.out).resolve():
+        # The run clears its output folder first: the baseline would be gone before it is compared.
+        raise ConfigError(baseline, None, "--baseline is the run's own --out folder; give the new run another one")
