@@ -163,3 +163,18 @@ def test_the_command_exits_2_naming_what_is_missing(tmp_path):
         cwd=REPO, capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     assert r.returncode == EXIT_INCOMPARABLE and "no results.json" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_the_terminal_table_shows_names_from_files_literally():
+    from rich.console import Console
+
+    from harness.compare.table import print_comparison
+
+    rng = np.random.default_rng(11)
+    name = "[bold]x[/]$"
+    a = _run(_samples(name, [name], _us(rng, 300, 3.0)))
+    b = _run(_samples(name, [name], _us(rng, 300, 3.0, 0.5)))
+    console = Console(record=True, width=200)
+    print_comparison(compare_runs(a, b, Options(percentiles=("p50",))), console)
+    text = console.export_text()
+    assert name in text and "regressed" in text and "COMPARISON: REGRESSED" in text
