@@ -195,3 +195,16 @@ def test_the_cost_section_escapes_what_came_from_files(tmp_path):
     html = cost_section(estimate(results, samples, pricing))
     assert "&lt;b&gt;x&lt;/b&gt;" in html and "<b>x</b>" not in html
     assert "(example prices)" in html and "1.4000" in html
+
+
+def test_a_baseline_that_cannot_be_read_or_a_bound_without_pricing_becomes_a_note_not_a_crash(tmp_path):
+    from harness.report.extras import prepare
+
+    samples = _samples("paris", 200, 5000, 4000)
+    results, slo = _results(samples, "defaults:\n  cost_per_million: 1\nvalidity:\n  min_duration_s: 5\n")
+    more = prepare(results, samples, slo, tmp_path / "out", baseline=str(tmp_path / "gone"))
+    notes = results.verdict.notes
+    assert any(n.startswith(f"not compared with baseline {tmp_path / 'gone'}: ") for n in notes)
+    assert "cost_per_million not judged: no --pricing file given" in notes
+    assert more.comparison is None and len(more.sections) == 1 and "no results.json" in more.sections[0]
+    assert results.verdict.status == "pass"  # neither changes the verdict
