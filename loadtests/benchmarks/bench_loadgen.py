@@ -129,8 +129,10 @@ def cost_and_capacity(out: Path, quick: bool, baseline: str | None) -> dict:
         srv.wait()
 
     def median(name: str, key: str) -> float | None:
-        values = sorted(r[key] for r in runs[name] if r[key] is not None)
-        return values[len(values) // 2] if values else None
+        import statistics
+
+        values = [r[key] for r in runs[name] if r[key] is not None]
+        return round(statistics.median(values), 4) if values else None
 
     return {
         "cpu_ms_per_request": {name: median(name, "cpu_ms_per_request") for name in runs},
