@@ -302,6 +302,10 @@ def test_master_and_workers_share_each_regions_arrivals(tmp_path):
             rows[line.rsplit(",", 1)[1]] += 1
     assert rows == {name: p["planned"]["paris"] for name, p in procs.items()}
     assert res["regions"]["paris"]["counts"]["planned"] == sum(rows.values())
+    # Offline, the same folder judges the same: the ledger keeps what each worker was given.
+    again = edgeharness("rejudge", str(out), "--slo", str(tmp_path / "slo.yaml"), "--quiet")
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert json.loads((out / "results.json").read_text())["load_processes"] == res["load_processes"]
 
 
 def test_a_killed_worker_makes_the_run_invalid_naming_it(tmp_path):
