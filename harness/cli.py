@@ -16,6 +16,8 @@ COMMAND_MODULES = (
     "harness.stack.commands",
     "harness.dashboards_commands",
     "harness.slo_commands",
+    "harness.verdict.commands",
+    "harness.compare.commands",
 )
 
 

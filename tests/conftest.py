@@ -56,3 +56,25 @@ def receiver(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[..., Any]]:
     yield start
     for r in started:
         r.close()
+
+
+@pytest.fixture(autouse=True)
+def _results_follow_the_schema(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Every results.json a test writes under its tmp_path validates against `edgeharness schema results`."""
+    yield
+    tmp = request.node.funcargs.get("tmp_path")
+    if tmp is None:
+        return
+    found = sorted(Path(tmp).rglob("results.json"))
+    if not found:
+        return
+    import json
+
+    import jsonschema
+
+    from harness.verdict.model import results_schema
+
+    validator = jsonschema.Draft202012Validator(results_schema())
+    for path in found:
+        errors = sorted(validator.iter_errors(json.loads(path.read_text(encoding="utf-8"))), key=str)
+        assert not errors, f"{path} does not follow the results schema: {errors[0].message} at {list(errors[0].path)}"

@@ -92,8 +92,42 @@ def test_constant_arrivals_are_evenly_spaced():
 @pytest.mark.parametrize(
     ("text", "line", "message"),
     [
-        ("shape: steady\nregions: [nairobi]\nduration_s: 10\nrate: -1\n", 4, "`rate` must be a number"),
-        ("shape: wobbly\nregions: [nairobi]\nduration_s: 10\nrate: 1\n", 1, "unknown shape"),
+        ("shape: steady\nregions: [nairobi]\nduration_s: 10\nrate: -1\n", 4, "rate: -1 is less than the minimum of 0"),
+        ("shape: wobbly\nregions: [nairobi]\nduration_s: 10\nrate: 1\n", 1, "shape: 'wobbly' is not one of ['steady',"),
+        ("shape: steady\nregions: [nairobi]\nduration_s: 10\n", 1, "'rate' is a required property"),
+        ("shape: stages\nregions: [nairobi]\nduration_s: 10\n", 1, "'stages' is a required property"),
+        ("regions: [nairobi]\nduration_s: 10\nrate: 1\nlate_threshold_ms: -1\n", 4, "late_threshold_ms: -1 is less"),
+        ("regions: [nairobi]\nduration_s: 10\nrate: 1\nparams:\n  factr: 3\n", 5, "unknown key `factr`"),
+        (
+            "regions: [nairobi]\nduration_s: 10\nrate: 1\ncorpus:\n  sizes: [[224, 0]]\n",
+            5,
+            "corpus.sizes.0.1: 0 is less",
+        ),
+        (
+            "regions: [nairobi]\nduration_s: 10\nrate: 1\ninject_rtt: maybe\n",
+            4,
+            "inject_rtt: 'maybe' is not of type 'boolean'",
+        ),
+        (
+            "shape: flash-crowd\nregions: [nairobi, paris]\nduration_s: 10\nrate: 1\nparams:\n  region: sydney\n",
+            6,
+            "`params.region` must be one of `regions` (nairobi, paris)",
+        ),
+        (
+            "shape: stages\nregions: [nairobi]\nduration_s: 10\nstages:\n  - {until_s: 5, rates: {nairobi: 1}}\n"
+            "  - {until_s: 4, rates: {nairobi: 2}}\n",
+            6,
+            "stages must have increasing until_s",
+        ),
+        (
+            "shape: failover\nregions: [nairobi, paris]\nduration_s: 10\nrate: 1\npop_down:\n"
+            "  - {pop: paris, at_s: 12}\n",
+            6,
+            "pop_down.at_s must fall inside the run",
+        ),
+        ("regions: [nairobi]\nduration_s: 10\nrate: 1\nrates:\n  paris: 3\n", 5, "names region 'paris', which is not"),
+        ("regions: [nairobi]\nduration_s: 10\nrate: 1\nrates:\n  <<: {nairobi: 3}\n", 5, "merge keys (<<)"),
+        ("regions: [nairobi]\nduration_s: 2024-13-45\nrate: 1\n", 2, "duration_s: '2024-13-45' is not of type"),
         ("shape: steady\nregions: [nairobi, atlantis]\nduration_s: 10\nrate: 1\n", 2, "unknown region 'atlantis'"),
         ("shape: steady\nregions: [nairobi]\nduration_s: 10\nrate: 1\nrats: 2\n", 5, "unknown key `rats`"),
         (
@@ -113,3 +147,36 @@ def test_bad_profile_names_file_line_and_problem(tmp_path, tz, text, line, messa
     assert err.value.file == str(f)
     assert err.value.line == line
     assert message in str(err.value)
+
+
+@pytest.mark.parametrize(
+    ("line", "expected"), [("late_threshold_ms: 0\n", 0.0), ("", 5.0), ("late_threshold_ms: 2.5\n", 2.5)]
+)
+def test_late_threshold_zero_is_kept_as_zero(tmp_path, tz, line, expected):
+    # 0 means every send later than its intended time counts as late; it once became the default 5.
+    f = tmp_path / "p.yaml"
+    f.write_text("regions: [nairobi]\nduration_s: 10\nrate: 1\n" + line)
+    p = load_profile(str(f), tz)
+    assert p.late_threshold_ms == expected
+    assert p.to_dict()["late_threshold_ms"] == expected
+
+
+def test_the_schema_knows_every_shape_and_every_profile_field():
+    from dataclasses import fields
+
+    from harness.load.profiles import SHAPES, Profile
+    from harness.load.yamlfile import schema
+
+    profile_schema = schema("profile.schema.json")
+    assert profile_schema["properties"]["shape"]["enum"] == list(SHAPES)
+    settable = {f.name for f in fields(Profile)} - {"file", "_tz_offsets_h"}
+    assert set(profile_schema["properties"]) == settable
+
+
+def test_the_shipped_schemas_are_valid_json_schemas():
+    from jsonschema import Draft202012Validator
+
+    from harness.load.yamlfile import schema
+
+    for name in ("profile.schema.json", "regions.schema.json"):
+        Draft202012Validator.check_schema(schema(name))

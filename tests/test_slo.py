@@ -1,14 +1,22 @@
-"""SLO files and the verdict: thresholds, validity (MLPerf-style), exit codes, errors with lines."""
+"""SLO files and the verdict: thresholds judged with confidence intervals, accounting, exit codes,
+errors with lines. Every results document built here is validated against the published schema."""
 
 from __future__ import annotations
 
 import dataclasses
+import json
+import time
 
+import jsonschema
 import pytest
 
-from harness.load.recorder import Sample, aggregate
+from harness.load.profiles import Profile
+from harness.load.recorder import UNFINISHED, Sample
 from harness.load.yamlfile import ConfigError, loads
-from harness.verdict.slo import EXIT_FAIL, EXIT_INVALID, EXIT_PASS, evaluate, load_slo, parse_slo
+from harness.verdict.facts import LoadProcessFacts, RunFacts
+from harness.verdict.model import Results, results_schema
+from harness.verdict.results import build_results
+from harness.verdict.slo import EXIT_FAIL, EXIT_INTERRUPTED, EXIT_INVALID, EXIT_PASS, load_slo, parse_slo
 
 SLO = """
 defaults:
@@ -21,124 +29,209 @@ regions:
     client_latency_ms: {p50: 12}
 validity:
   min_duration_s: 10
-  min_samples: {p50: 50, p95: 200}
   min_cold_samples: 3
 """
 
 
-def _samples(region: str, n: int, latency_us: int, *, cold: int = 0, status: int = 200, inference_us: int = 4000):
+def _samples(region, n, latency_us, *, cold=0, status=200, inference_us=4000, span_s=20.0, process="local"):
     return [
         Sample(
-            region,
-            region,
-            i * 0.01,
-            100,
-            latency_us + (i % 7),
-            status,
-            cold,
-            latency_us - 500,
-            inference_us,
-            5.0,
-            "local",
-            0,
-            latency_us + 5000,
-            "",
+            region, region, i * span_s / n, 100, latency_us + (i % 7), status, cold, latency_us - 500,
+            inference_us, 5.0, "local", 0, latency_us + 5000, "", process,
         )
         for i in range(n)
-    ]
+    ]  # fmt: skip
 
 
-def _judge(samples, duration_s=20.0, expects_cold=False):
-    spec = parse_slo(loads(SLO, "slo.yaml"))
-    return evaluate(spec, aggregate(samples, 5.0), duration_s=duration_s, expects_cold_starts=expects_cold)
+def _facts(samples, *, slo=SLO, regions=None, planned=None, procs=None, duration_s=20.0, expects_cold=False, **kw):
+    regions = regions or sorted({s.region for s in samples}) or ["paris"]
+    if procs is None:
+        counts = planned or {r: sum(s.region == r for s in samples) for r in regions}
+        procs = [LoadProcessFacts("local", regions, counts, "finished", duration_s)]
+    profile = Profile(
+        name="t", shape="steady", regions=regions, duration_s=duration_s, rate=15.0, expects_cold_starts=expects_cold
+    )
+    now = time.time()
+    return RunFacts(
+        settings={}, profile=profile, slo=parse_slo(loads(slo, "slo.yaml")), started_at=now, t0=now,
+        finished_at=now + duration_s, planned_duration_s=duration_s, load_processes=procs, **kw,
+    )  # fmt: skip
+
+
+def _judge(samples, **kw) -> Results:
+    res = build_results(_facts(samples, **kw), samples)
+    doc = json.loads(json.dumps(res.to_json()))
+    jsonschema.validate(doc, results_schema())
+    assert Results.from_json(doc) == res  # the document reads back into the same typed results
+    return res
+
+
+def _check(res, region, metric, pct):
+    return next(c for c in res.verdict.checks if (c.region, c.metric, c.percentile) == (region, metric, pct))
 
 
 def test_all_pass_exits_zero():
-    v = _judge(_samples("paris", 300, 6000) + _samples("nairobi", 300, 11000))
-    assert v["status"] == "pass" and v["exit_code"] == EXIT_PASS
+    res = _judge(_samples("paris", 300, 6000) + _samples("nairobi", 300, 11000))
+    v = res.verdict
+    assert v.status == "pass" and v.exit_code == EXIT_PASS
     # The region override applies: nairobi's 11 ms p50 is within its own 12 ms.
-    nb = next(
-        c
-        for c in v["checks"]
-        if c["region"] == "nairobi" and c["percentile"] == "p50" and c["metric"] == "client_latency_ms"
-    )
-    assert nb["threshold"] == 12 and nb["status"] == "pass"
+    nb = next(c for c in v.checks if (c.region, c.metric, c.percentile) == ("nairobi", "client_latency_ms", "p50"))
+    assert nb.threshold == 12 and nb.status == "pass"
+    assert nb.lo is not None and nb.hi is not None and nb.lo <= nb.measured <= nb.hi <= 12
+    # One estimator: the check judges the figure results.json and the report show.
+    warm = res.regions["nairobi"].client_latency_ms.warm.percentiles["p50"]
+    assert (warm.value, warm.lo, warm.hi) == (round(nb.measured, 3), round(nb.lo, 3), round(nb.hi, 3))
 
 
 def test_slow_region_fails_and_names_the_slo():
-    v = _judge(_samples("paris", 300, 15000))
-    assert v["status"] == "fail" and v["exit_code"] == EXIT_FAIL
-    assert "paris client_latency_ms p50 <= 10" in v["failed"]
+    v = _judge(_samples("paris", 300, 15000)).verdict
+    assert v.status == "fail" and v.exit_code == EXIT_FAIL
+    assert "paris client_latency_ms p50 <= 10" in v.failed
+
+
+def test_a_percentile_too_close_to_call_is_inconclusive_and_says_what_would_decide_it():
+    # 100 samples, 3 of them over the p95 threshold: the point estimate passes, but at 99 % confidence
+    # the interval reaches over 40 ms; neither pass nor fail.
+    fast = _samples("paris", 97, 5000)
+    slow = _samples("paris", 3, 45000)
+    res = _judge(fast + slow)
+    ch = _check(res, "paris", "client_latency_ms", "p95")
+    assert ch.measured <= 40 and ch.status == "inconclusive"
+    assert ch.needed_samples is not None and ch.needed_samples > 100
+    v = res.verdict
+    assert v.status == "inconclusive" and v.exit_code == EXIT_INVALID
+    assert any(
+        f"p95 needs about {ch.needed_samples - 100} more samples at this rate" in r for r in v.inconclusive_reasons
+    )
+    # The same fraction over a run of the suggested size decides it.
+    n = ch.needed_samples
+    more = _samples("paris", n - round(n * 0.03), 5000) + _samples("paris", round(n * 0.03), 45000)
+    assert _check(_judge(more), "paris", "client_latency_ms", "p95").status == "pass"
+
+
+def test_a_fail_outranks_an_inconclusive_check():
+    samples = _samples("paris", 97, 15000) + _samples("paris", 3, 45000)  # p50 clearly over 10 ms
+    v = _judge(samples).verdict
+    assert v.status == "fail" and v.inconclusive_reasons
 
 
 def test_a_generator_that_fell_behind_makes_the_run_invalid_unless_the_slo_allows_it():
     samples = _samples("paris", 300, 6000)
     # 18 of 300 sends (6 %) left over 5 ms after their intended time: more than the default 5 % allowed.
     samples[::17] = [dataclasses.replace(x, send_delay_us=6000) for x in samples[::17]]
-    v = _judge(samples)
-    assert v["status"] == "invalid" and v["exit_code"] == EXIT_INVALID
-    assert any("paris: 6.0% of sends were late (max 5.0%)" in r for r in v["invalid_reasons"])
-    lenient = parse_slo(loads(SLO + "  max_late_fraction: 0.1\n", "slo.yaml"))
-    v = evaluate(lenient, aggregate(samples, 5.0), duration_s=20.0, expects_cold_starts=False)
-    assert v["status"] == "pass"
+    v = _judge(samples).verdict
+    assert v.status == "invalid" and v.exit_code == EXIT_INVALID
+    assert any("paris: 6.0% of sends were late (max 5.0%)" in r for r in v.invalid_reasons)
+    assert _judge(samples, slo=SLO + "  max_late_fraction: 0.1\n").verdict.status == "pass"
 
 
-def test_too_few_samples_for_a_claimed_percentile_is_invalid_never_pass():
-    v = _judge(_samples("paris", 120, 5000))  # enough for p50 (50), not for p95 (200)
-    assert v["status"] == "invalid" and v["exit_code"] == EXIT_INVALID
-    assert any("p95 needs 200 samples, has 120" in r for r in v["invalid_reasons"])
+def test_lost_arrivals_make_the_run_invalid_naming_region_and_process():
+    samples = _samples("paris", 300, 5000)
+    res = _judge(samples, planned={"paris": 310})
+    assert res.regions["paris"].counts.lost == 10 and res.regions["paris"].counts.planned == 310
+    assert res.verdict.exit_code == EXIT_INVALID
+    assert any("paris: 10 of 310 planned arrivals were lost" in r and "local" in r for r in res.verdict.invalid_reasons)
 
 
-def test_short_run_is_invalid_even_if_fast():
-    v = _judge(_samples("paris", 300, 5000), duration_s=5)
-    assert v["exit_code"] == EXIT_INVALID
-    assert any("under the minimum" in r for r in v["invalid_reasons"])
+def test_a_lost_load_process_is_named_and_its_samples_are_kept():
+    kept = _samples("paris", 150, 5000, span_s=10.0, process="worker-1")
+    other = _samples("nairobi", 300, 5000, process="worker-0")
+    procs = [
+        LoadProcessFacts("worker-0", ["nairobi"], {"nairobi": 300}, "finished", 20.0),
+        LoadProcessFacts("worker-1", ["paris"], {"paris": 300}, "lost", 10.0),
+    ]
+    res = _judge(kept + other, procs=procs)
+    v = res.verdict
+    assert v.exit_code == EXIT_INVALID
+    assert any("load process worker-1 was lost" in r and "150 of its 300" in r for r in v.invalid_reasons)
+    assert res.regions["paris"].counts.ok == 150  # what it sent before it died is kept and reported
+    lost = next(p for p in res.load_processes if p.name == "worker-1")
+    assert lost.lost == {"paris": 150} and lost.state == "lost"
 
 
-def test_invalid_wins_over_fail():
-    v = _judge(_samples("paris", 300, 50000), duration_s=5)
-    assert v["exit_code"] == EXIT_INVALID and v["failed"]
+def test_a_region_of_the_profile_with_no_samples_is_invalid_never_skipped():
+    res = _judge(_samples("paris", 300, 5000), regions=["paris", "sydney"], planned={"paris": 300, "sydney": 0})
+    assert res.verdict.exit_code == EXIT_INVALID
+    assert any("sydney: a region of the profile has no samples" in r for r in res.verdict.invalid_reasons)
 
 
-def test_errors_and_drops_count_against_error_rate():
+def test_a_run_cut_short_is_invalid_even_if_fast():
+    # The schedule was 60 s; arrivals stop at 20 s.
+    res = _judge(_samples("paris", 300, 5000, span_s=20.0), duration_s=60.0)
+    assert res.verdict.exit_code == EXIT_INVALID
+    assert any("ran 19.9 s of the planned 60 s" in r for r in res.verdict.invalid_reasons)
+    assert res.run.duration_s < 21
+
+
+def test_an_interrupted_run_has_its_own_verdict_and_exit_code():
+    res = _judge(_samples("paris", 100, 5000, span_s=5.0), duration_s=20.0, interrupted="SIGINT")
+    assert res.verdict.status == "interrupted" and res.verdict.exit_code == EXIT_INTERRUPTED == 3
+    assert res.regions["paris"].counts.ok == 100 and res.run.interrupted == "SIGINT"
+
+
+def test_errors_drops_and_unanswered_count_against_error_rate():
     ok = _samples("paris", 290, 5000)
-    bad = _samples("paris", 10, 5000, status=503)
-    v = _judge(ok + bad)
-    err = next(c for c in v["checks"] if c["metric"] == "error_rate")
-    assert err["measured"] == pytest.approx(10 / 300, abs=1e-5) and err["status"] == "fail"
+    bad = _samples("paris", 5, 5000, status=503) + _samples("paris", 5, 0, status=UNFINISHED)
+    res = _judge(ok + bad)
+    c = res.regions["paris"].counts
+    assert (c.errors, c.unfinished) == (5, 5)
+    err = _check(res, "paris", "error_rate", None)
+    assert err.measured == pytest.approx(10 / 300, abs=1e-5) and err.status == "fail"
 
 
 def test_cold_starts_judged_apart_from_warm():
     warm = _samples("paris", 300, 5000)
-    cold = _samples("paris", 5, 2_500_000, cold=1)
-    v = _judge(warm + cold, expects_cold=True)
-    checks = {(c["metric"], c["percentile"]): c for c in v["checks"]}
-    assert checks[("client_latency_ms", "p50")]["status"] == "pass"  # cold ones do not count as warm
-    assert checks[("cold_start_ms", "p95")]["status"] == "fail"
-    # When the profile aims at cold starts, too few of them make the run invalid.
-    v2 = _judge(warm + cold[:1], expects_cold=True)
-    assert v2["exit_code"] == EXIT_INVALID
-    # Otherwise a lone first-request cold start is reported, not judged.
-    v3 = _judge(warm + cold[:1], expects_cold=False)
-    assert v3["exit_code"] == EXIT_PASS
-    assert {c["status"] for c in v3["checks"] if c["metric"] == "cold_start_ms"} == {"not_observed"}
+    cold = _samples("paris", 30, 2_500_000, cold=1)
+    res = _judge(warm + cold, expects_cold=True)
+    assert _check(res, "paris", "client_latency_ms", "p50").status == "pass"  # cold ones do not count as warm
+    assert _check(res, "paris", "cold_start_ms", "p95").status == "fail"
+    # A profile that does not aim at cold starts meets few: a lone one is reported, not judged.
+    res = _judge(warm + cold[:1], expects_cold=False)
+    assert res.verdict.exit_code == EXIT_PASS
+    assert _check(res, "paris", "cold_start_ms", "p95").status == "not_observed"
 
 
-def test_default_slo_file_loads_with_p50_under_10ms():
+def test_process_cold_starts_are_judged_per_strategy():
+    slo = SLO.replace("  error_rate: 0.01\n", "  error_rate: 0.01\n  process_cold_start_ms: {p50: 1000}\n")
+    starts = [
+        {"region": "paris", "strategy": s, "repeat": i, "spawn_to_first_answer_ms": ms, "status": 200}
+        for s, ms in (("plain", 3000.0), ("zygote", 150.0))
+        for i in range(12)
+    ]
+    res = _judge(_samples("paris", 300, 5000), slo=slo, process_cold_start=starts)
+    by = {c.strategy: c for c in res.verdict.checks if c.metric == "process_cold_start_ms"}
+    assert by["plain"].status == "fail" and by["zygote"].status == "pass"
+    assert "paris process_cold_start_ms p50 [plain] <= 1000" in res.verdict.failed
+    # A start that never answered well is not a fast start: it makes the run invalid, naming it.
+    broken = [*starts, {"region": "paris", "strategy": "zygote", "repeat": 12, "status": 503}]
+    v = _judge(_samples("paris", 300, 5000), slo=slo, process_cold_start=broken).verdict
+    assert v.exit_code == EXIT_INVALID
+    assert "paris: process cold start #13 (zygote) got no good first answer (status 503)" in v.invalid_reasons
+
+
+def test_default_and_lenient_slo_files_load():
     spec = load_slo()
     assert spec.defaults.latency["client_latency_ms"]["p50"] == 10
-    assert spec.validity.min_duration_s > 0
+    assert spec.defaults.latency["cold_start_ms"]["p95"] == 200  # model-level cold start, as edge platforms promise
+    assert spec.validity.confidence == 0.99 and spec.window == "30d" and spec.objective == 0.99
+    lenient = load_slo("lenient")
+    assert lenient.defaults.latency["client_latency_ms"]["p50"] > 10
+    assert load_slo("strict").defaults.latency["client_latency_ms"]["p99"] == 50
 
 
 @pytest.mark.parametrize(
     ("text", "line", "message"),
     [
-        ("defaults:\n  client_latency_ms: {p42: 10}\n", 2, "unknown percentile 'p42'"),
-        ("defaults:\n  client_latency_ms:\n    p50: -3\n", 3, "positive number"),
-        ("defaults:\n  latency: {p50: 1}\n", 2, "unknown SLO metric 'latency'"),
-        ("defaults: {}\nvalidity:\n  min_samples: {p99: 0}\n", 3, "min_samples"),
-        ("defaults: {}\nvalidity:\n  minimum_duration: 3\n", 3, "unknown validity rule"),
-        ("defaults:\n  error_rate: 3\n", 2, "fraction"),
+        ("defaults:\n  client_latency_ms: {p42: 10}\n", 2, "p42"),
+        ("defaults:\n  client_latency_ms:\n    p50: -3\n", 3, "less than or equal to the minimum of 0"),
+        ("defaults:\n  latency: {p50: 1}\n", 2, "unknown key `latency`"),
+        ("defaults: {}\nvalidity:\n  min_samples: {p99: 1000}\n", 3, "validity.min_samples is gone"),
+        ("defaults: {}\nvalidity:\n  minimum_duration: 3\n", 3, "unknown key `minimum_duration`"),
+        ("defaults: {}\nvalidity:\n  confidence: 1.5\n", 3, "confidence"),
+        ("defaults:\n  error_rate: 3\n", 2, "error_rate"),
+        ("window: 3 days\ndefaults: {}\n", 1, "window"),
+        ("defaults: {}\nregions:\n  paris: {}\n", 3, "region 'paris' lists no thresholds"),
+        ("objective: 0.999\ndefaults:\n  error_rate: 0.01\n", 1, "objective 0.999 allows"),
     ],
 )
 def test_bad_slo_file_names_file_line_and_problem(tmp_path, text, line, message):
@@ -149,3 +242,26 @@ def test_bad_slo_file_names_file_line_and_problem(tmp_path, text, line, message)
     assert err.value.line == line, str(err.value)
     assert str(err.value).startswith(f"{f}:{line}:")
     assert message in str(err.value)
+
+
+def test_server_latency_from_prometheus_is_judged_on_its_point_estimate_only_when_measured():
+    slo = SLO.replace("  error_rate: 0.01\n", "  error_rate: 0.01\n  server_latency_ms: {p50: 10}\n")
+    samples = _samples("paris", 300, 5000) + _samples("nairobi", 300, 5000)
+    server = {
+        "source": "prometheus",
+        "url": "http://127.0.0.1:9090",
+        "error": None,
+        "regions": {
+            "paris": {"requests": 300, "errors": 0, "latency_ms": {"p50": 4.2}, "inference_ms": {"p50": 3.0}},
+            "nairobi": {"requests": 300, "errors": 0, "latency_ms": {"p50": 14.0}, "inference_ms": {"p50": 3.0}},
+        },
+    }
+    res = _judge(samples, slo=slo, server_side=server)
+    paris, nairobi = (_check(res, r, "server_latency_ms", "p50") for r in ("paris", "nairobi"))
+    assert paris.status == "pass" and (paris.lo, paris.hi) == (None, None) and paris.samples == 300
+    # nairobi's own p50 override is for client latency: its server latency keeps the default 10 ms.
+    assert nairobi.status == "fail" and nairobi.measured == 14.0 and nairobi.threshold == 10
+    assert res.regions["paris"].server_latency_ms.value("p50") == 4.2
+    # Without the telemetry stack there is nothing to judge: no check, and no reason to invalidate the run.
+    res = _judge(samples, slo=slo)
+    assert not [c for c in res.verdict.checks if c.metric == "server_latency_ms"] and res.verdict.valid

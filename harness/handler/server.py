@@ -26,7 +26,10 @@ SWITCH_INTERVAL_S = 0.001
 
 
 def process_age_s() -> float | None:
-    """Seconds since the kernel created this process (Linux), so init includes interpreter start-up."""
+    """Seconds since the kernel created this process (Linux), so init includes interpreter start-up.
+
+    Read from /proc rather than psutil: psutil's create_time() adds the boot time, which the kernel gives in
+    whole seconds, so an age from it could be off by up to a second; both figures here count from boot."""
     try:
         with open("/proc/self/stat", encoding="ascii") as f:
             # Field 22 is start time in clock ticks after boot; the command name may hold spaces.

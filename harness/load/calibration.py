@@ -15,12 +15,14 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from harness.load.plan import build_plan
 from harness.load.processes import REPO_ROOT, child_env, free_port, wait_ready
 from harness.load.profiles import Profile
-from harness.load.recorder import aggregate, read_samples
+from harness.load.recorder import read_samples
 from harness.load.testserver import Delay
+from harness.verdict.figures import region_result
 
 REPO = REPO_ROOT
 
@@ -46,9 +48,10 @@ def locust_run(
     arrival: str = "poisson",
     max_outstanding: int = 256,
     during: Callable[[float], object] | None = None,
-    spin_ms: float = 1.0,
-) -> tuple[dict, float]:
-    """One Locust process, one region at `rate`; returns (paris figures, CPU seconds of the process)."""
+    locustfile: Path | None = None,
+) -> tuple[Any, float]:
+    """One Locust process, one region at `rate`; returns (paris figures, CPU seconds of the process).
+    `locustfile`: another tree's (a benchmark's baseline), default ours."""
     out.mkdir(parents=True, exist_ok=True)
     prof = Profile(
         name="bench",
@@ -62,7 +65,7 @@ def locust_run(
         corpus={"sizes": [[64, 48]], "formats": ["jpeg"]},
     )
     plan = build_plan(prof, {"paris": url}, out, start_at=time.time() + 5.0)
-    plan.spin_ms = spin_ms
+    plan.judge = False  # measure the load process only: the caller reads its samples
     plan.save(out / "plan.json")
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     proc = subprocess.Popen(
@@ -71,7 +74,7 @@ def locust_run(
             "-m",
             "locust",
             "-f",
-            str(REPO / "loadtests" / "locustfile.py"),
+            str(locustfile or REPO / "loadtests" / "locustfile.py"),
             "--headless",
             "--only-summary",
             "--loglevel",
@@ -95,7 +98,7 @@ def locust_run(
             proc.wait()
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-    figures = aggregate(read_samples(out), 5.0)["regions"]["paris"]
+    figures = region_result([s for s in read_samples(out) if s.region == "paris"], 5.0, 0.99)
     return figures, cpu
 
 
@@ -148,26 +151,27 @@ def calibrate(out: Path, quick: bool = True) -> dict:
     finally:
         srv.terminate()
         srv.wait()
-    warm = fig["client_latency_ms"]["warm"]
+    warm = fig.client_latency_ms.warm
     drawn = [s.inference_us / 1000 for s in read_samples(out / "calibration") if s.ok and s.cold != 1]
     truth = truth_percentiles(drawn, transport)
     analytic = Delay("lognormal", median, sigma)
     t50 = transport[len(transport) // 2]
     result = {
         "server": f"lognormal median {median} ms sigma {sigma}",
-        "samples": warm["count"],
+        "samples": warm.count,
         "transport_p50_ms": round(t50, 3),
         "transport_p99_ms": round(transport[int(0.99 * len(transport))], 3),
     }
     for pct, q in (("p50", 0.5), ("p99", 0.99)):
         t = truth[pct]
+        reported = warm.value(pct) or 0.0
         a = analytic.quantile(q) + t50
         result[pct] = {
             "truth_ms": round(t, 3),
-            "reported_ms": warm[pct],
-            "error_ms": round(warm[pct] - t, 3),
-            "error_rel": round((warm[pct] - t) / t, 4),
+            "reported_ms": reported,
+            "error_ms": round(reported - t, 3),
+            "error_rel": round((reported - t) / t, 4),
             "analytic_truth_ms": round(a, 3),
-            "error_vs_analytic_ms": round(warm[pct] - a, 3),
+            "error_vs_analytic_ms": round(reported - a, 3),
         }
     return result

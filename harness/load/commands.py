@@ -8,17 +8,18 @@ from pathlib import Path
 from typing import Any
 
 RUN_EPILOG = """\
-exit codes: 0 every SLO passed, 1 an SLO failed, 2 invalid run or bad usage.
+exit codes: 0 every SLO passed, 1 an SLO failed, 2 invalid or inconclusive run (or bad usage),
+3 interrupted (Ctrl-C, SIGTERM, a crashed Locust: results.json and report.html still written).
 
-Distributed load: `--workers N` runs a Locust master and N workers on this machine. To spread workers
-over several machines, run the master here with the plan it writes (OUT/plan.json), e.g.
-  EDGE_PLAN=OUT/plan.json locust -f loadtests/locustfile.py --headless --master --expect-workers 4
-and on each other machine, with the same plan file and repository:
-  EDGE_PLAN=plan.json locust -f loadtests/locustfile.py --worker --master-host MASTER_IP
-(or set EDGE_PROFILE, EDGE_TARGETS, EDGE_OUT, EDGE_INSTANCES_PER_REGION=4 instead of EDGE_PLAN). Set the
-plan's start_at to null (or leave EDGE_PLAN out) unless the machines' clocks agree to the millisecond.
-Each worker writes OUT/raw/samples-*.csv; copy them into one OUT/raw on this machine and run
-`edgeharness rejudge OUT` to judge them together.
+Distributed load: `--workers N` runs a Locust master and N workers on this machine. Workers on other
+machines (one per city, say) join a master started by hand; they need only this repository, no shared
+files: the master sends each its share of the plan, and they send their samples back as they go.
+  EDGE_PROFILE=steady EDGE_TARGETS=paris=http://... EDGE_OUT=runs/geo \\
+    locust -f loadtests/locustfile.py --headless --master --expect-workers 3
+  edgeharness worker --region nairobi --master MASTER_HOST      # on a machine in Nairobi, and so on
+A worker pinned to a region generates only that region's arrivals, and its network RTT is measured,
+not emulated. The master writes OUT/raw, results.json and report.html, and exits with the verdict's code.
+`edgeharness rejudge OUT` judges a run directory again, offline.
 """
 
 
@@ -40,7 +41,20 @@ def register(subparsers: Any) -> None:  # argparse's _SubParsersAction is privat
         metavar="N",
         help="use Locust master/worker mode with N local workers (default: one process)",
     )
+    from harness.report.extras import add_arguments
+
+    add_arguments(run)
     run.set_defaults(func=_run)
+
+    worker = subparsers.add_parser(
+        "worker",
+        help="a Locust worker for a master started elsewhere, optionally generating one region's arrivals",
+        description="Run `locust --worker` with loadtests/locustfile.py against MASTER. With --region, the "
+        "worker generates only that client region's arrivals and measures its own network RTT to the PoPs.",
+    )
+    worker.add_argument("--master", required=True, metavar="HOST[:PORT]", help="the master (port default 5557)")
+    worker.add_argument("--region", default=None, help="the client region this worker generates (default: any)")
+    worker.set_defaults(func=_worker)
 
     rejudge = subparsers.add_parser(
         "rejudge",
@@ -148,6 +162,10 @@ def _settings(args: argparse.Namespace) -> Any:
         stack=args.stack,
         client_otlp=args.client_otlp,
         quiet=args.quiet,
+        pricing=getattr(args, "pricing", None),
+        baseline=getattr(args, "baseline", None),
+        junit=getattr(args, "junit", None),
+        summary_md=getattr(args, "summary_md", None),
     )
 
 
@@ -174,10 +192,43 @@ def _guard(fn: Any, args: argparse.Namespace) -> int:
 def _run(args: argparse.Namespace) -> int:
     def go(a: argparse.Namespace) -> int:
         from harness.load.runner import run
+        from harness.report.extras import check_arguments
 
+        check_arguments(a)  # a bad --pricing or --baseline fails now, not after the run
         return run(_settings(a))
 
     return _guard(go, args)
+
+
+def parse_master(value: str) -> tuple[str, int]:
+    """`host` or `host:port` (default port 5557, Locust's); ValueError says what is wrong."""
+    host, sep, port = value.rpartition(":")
+    if not sep:
+        return value, 5557
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"bad --master {value!r}: use HOST or HOST:PORT")
+    return host, int(port)
+
+
+def _worker(args: argparse.Namespace) -> int:
+    import os
+
+    from harness.load.processes import child_env, python
+    from harness.load.runner import LOCUSTFILE
+
+    try:
+        host, port = parse_master(args.master)
+    except ValueError as exc:
+        print(f"edgeharness worker: {exc}", file=sys.stderr)
+        return 2
+    argv = [python(), "-m", "locust", "-f", str(LOCUSTFILE), "--worker", "--master-host", host]
+    argv += ["--master-port", str(port), "--loglevel", "WARNING"]
+    env = child_env({"EDGE_WORKER_REGION": args.region or ""})
+    sys.stdout.flush()
+    # Become the worker, so that signals (Ctrl-C, SIGTERM) reach Locust itself, which hands over its last
+    # samples before it quits.
+    os.execve(argv[0], argv, env)
+    return 0  # not reached
 
 
 def _rejudge(args: argparse.Namespace) -> int:

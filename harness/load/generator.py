@@ -1,54 +1,50 @@
 """The open-model load engine inside a Locust process: arrival loops, PoP routing, sample recording.
 
-Imported only by the locustfile (it needs gevent); one ArrivalLoop per region and load process sends
-each scheduled arrival from its own greenlet, so the schedule never waits for a response.
+Imported only by the locustfile (it needs gevent). In each load process one TimingLoop (a native clock
+thread) releases every due arrival of the process's share of the plan; the region's ArrivalLoop sends it
+from its own greenlet, so the schedule never waits for a response.
 """
 
 from __future__ import annotations
 
 import contextlib
-import csv
-import json
-import os
+import ctypes
+import heapq
 import random
 import socket
+import statistics
 import time
-import zlib
+from collections import deque
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import gevent
+import gevent.event
+import gevent.pool
+import gevent.socket
+from gevent.monkey import get_original
 from geventhttpclient import HTTPClient
 from geventhttpclient.url import URL
 
-from harness.load.arrivals import schedule
-from harness.load.plan import Plan
+from harness.load.gather import FINISHED, INTERRUPTED, encode_samples
+from harness.load.plan import Assignment, Plan, Share
+from harness.load.recorder import Sample
 
-SAMPLE_FIELDS = (
-    "region",
-    "pop",
-    "t_s",
-    "send_delay_us",
-    "latency_us",
-    "status",
-    "cold",
-    "server_total_us",
-    "inference_us",
-    "rtt_ms",
-    "rtt_source",
-    "rtt_injected",
-    "e2e_us",
-    "error",
-)
 DROPPED = -1  # status of an arrival that was never sent: the outstanding limit was reached
 CONN_ERROR = 0  # status of a request that got no HTTP response
+UNFINISHED = -2  # status of a request still in flight when its load process stopped
 DEFAULT_PATH = "/v1/classify?top_k=5"  # the reference handler's endpoint
+PR_SET_TIMERSLACK = 29  # prctl(2)
+# Locust patches time and threading for gevent; the clock thread needs the real ones.
+_real_sleep = get_original("time", "sleep")
+_start_thread = get_original("_thread", "start_new_thread")
+FLUSH_EVERY_S = 2.0  # how often a load process hands its new samples over (at most this much is lost)
 
 
 @dataclass
 class Counters:
-    """Live per-region counts, written to the progress file every second."""
+    """Live per-region counts, handed over with every chunk of samples (progress displays)."""
 
     scheduled: int = 0
     sent: int = 0
@@ -61,9 +57,10 @@ class Counters:
 
 @dataclass
 class Recorder:
-    """Every arrival's outcome, kept whole (a run is thousands of rows) and written as CSV."""
+    """Every arrival's outcome, kept until it is handed over in a chunk."""
 
-    rows: list[tuple] = field(default_factory=list)
+    process: str = "local"
+    rows: list[Sample] = field(default_factory=list)
     # Client-side OpenTelemetry metrics (harness.load.client_telemetry.ClientTelemetry), when configured.
     telemetry: Any = None
     counters: dict[str, Counters] = field(default_factory=dict)
@@ -72,27 +69,14 @@ class Recorder:
         """The region's live counters."""
         return self.counters.setdefault(region, Counters())
 
-    def write(self, out_dir: str | Path, tag: str) -> Path:
-        """Write samples-<tag>.csv under out_dir/raw (rewritten whole, so calling twice is safe)."""
-        raw = Path(out_dir) / "raw"
-        raw.mkdir(parents=True, exist_ok=True)
-        path = raw / f"samples-{tag}.csv"
-        tmp = path.with_suffix(".tmp")
-        with tmp.open("w", newline="", encoding="utf-8") as fh:
-            w = csv.writer(fh)
-            w.writerow(SAMPLE_FIELDS)
-            w.writerows(self.rows)
-        tmp.replace(path)
-        return path
+    def take(self) -> list[Sample]:
+        """The samples recorded since the last take."""
+        rows, self.rows = self.rows, []
+        return rows
 
-    def write_progress(self, out_dir: str | Path, tag: str, elapsed_s: float) -> None:
-        """Write this process's live counters for the runner's progress display."""
-        raw = Path(out_dir) / "raw"
-        raw.mkdir(parents=True, exist_ok=True)
-        data = {"elapsed_s": elapsed_s, "regions": {r: vars(c) for r, c in self.counters.items()}}
-        tmp = raw / f"progress-{tag}.tmp"
-        tmp.write_text(json.dumps(data), encoding="utf-8")
-        tmp.replace(raw / f"progress-{tag}.json")
+    def snapshot(self) -> dict[str, dict[str, int]]:
+        """The live counters as plain data."""
+        return {r: dict(vars(c)) for r, c in self.counters.items()}
 
 
 class PopHealth:
@@ -160,25 +144,29 @@ def traceparent(rng: random.Random) -> str:
 
 
 class ArrivalLoop:
-    """Sends one client region's scheduled arrivals (a share of them, with several load processes)."""
+    """Sends one client region's scheduled arrivals (its share of them, with several load processes)."""
 
     def __init__(
         self,
         plan: Plan,
         region: str,
+        share: Share,
         recorder: Recorder,
         health: PopHealth,
         corpus: list[tuple[str, str, bytes]],
-        instance: int,
+        sends: gevent.pool.Group,
         fire: Any = None,
+        measured_rtt_ms: dict[str, float] | None = None,
     ) -> None:
-        self.plan, self.region, self.recorder, self.health = plan, region, recorder, health
+        self.plan, self.region, self.share, self.recorder, self.health = plan, region, share, recorder, health
         self.profile = plan.profile_obj()
         self.routes = plan.routes[region]
+        self.paths = {r["pop"]: request_path(r["url"]) for r in self.routes}  # parsed once, not per request
         self.corpus = corpus
+        self.sends = sends  # every in-flight request of this process, so that a stop can end them
         self.fire = fire  # locust's request event, so Locust's own stats and CSVs see every request
-        self.seed = plan.seed * 1_000_003 + zlib.crc32(region.encode()) + 7919 * instance
-        self.rng = random.Random(self.seed)
+        self.measured = measured_rtt_ms  # PoP -> RTT this process measured (a region-pinned worker)
+        self.rng = random.Random(f"{plan.seed}/{region}/{share.slot}")
         self.clients: dict[str, HTTPClient] = {}
         self.counter = recorder.counter(region)
         self.late_s = self.profile.late_threshold_ms / 1000.0
@@ -201,44 +189,38 @@ class ArrivalLoop:
                 return r
         return None
 
-    def run(self, t0_wall: float) -> None:
-        """Start every arrival of the schedule just before its intended time, then wait for stragglers."""
-        prof = self.profile
-        t0_perf = time.perf_counter() - (time.time() - t0_wall)
-        # Each arrival's greenlet starts this much early and prepares its request, so that neither the
-        # spawn nor the preparation sits between the intended time and the send.
-        lead_s = self.plan.spin_ms / 1000.0 + 0.001
-        pending: list[gevent.Greenlet] = []
-        times = schedule(
-            lambda t: prof.rate_at(self.region, t),
-            prof.max_rate(self.region),
-            prof.duration_s,
-            prof.arrival,
-            self.seed,
-            self.plan.instances_per_region,
+    def release(self, t: float, due: float) -> None:
+        """Arrival `t` (s from t=0) is due at `due` (perf_counter): send it now, or drop it when the
+        outstanding limit is reached. Called on the hub by the process's TimingLoop."""
+        self.counter.scheduled += 1
+        if self.counter.outstanding >= self.profile.max_outstanding:
+            self.counter.dropped += 1
+            if self.recorder.telemetry is not None:
+                self.recorder.telemetry.arrival(self.region, "dropped")
+            self.recorder.rows.append(self.sample("", t, 0, 0, DROPPED, error="dropped: outstanding limit"))
+            return
+        self.counter.outstanding += 1
+        self.sends.spawn(self.send, t, due)
+
+    def sample(self, pop: str, t: float, send_delay_us: int, latency_us: int, status: int, **kw: Any) -> Sample:
+        """One arrival's outcome, as recorded."""
+        return Sample(
+            region=self.region,
+            pop=pop,
+            t_s=round(t, 6),
+            send_delay_us=send_delay_us,
+            latency_us=latency_us,
+            status=status,
+            cold=kw.get("cold", -1),
+            server_total_us=kw.get("server_total_us", 0),
+            inference_us=kw.get("inference_us", 0),
+            rtt_ms=kw.get("rtt_ms", 0.0),
+            rtt_source=kw.get("rtt_source", ""),
+            rtt_injected=kw.get("rtt_injected", 0),
+            e2e_us=kw.get("e2e_us", 0),
+            error=kw.get("error", ""),
+            process=self.recorder.process,
         )
-        for t in times:
-            due = t0_perf + t
-            wait = due - lead_s - time.perf_counter()
-            if wait > 0:
-                gevent.sleep(wait)
-            self.counter.scheduled += 1
-            if self.counter.outstanding >= prof.max_outstanding:
-                self.counter.dropped += 1
-                if self.recorder.telemetry is not None:
-                    self.recorder.telemetry.arrival(self.region, "dropped")
-                self.recorder.rows.append(
-                    (self.region, "", round(t, 6), 0, 0, DROPPED, -1, 0, 0, 0.0, "", 0, 0, "dropped: outstanding limit")
-                )
-                continue
-            self.counter.outstanding += 1
-            pending.append(gevent.spawn(self.send, t, due))
-            if len(pending) > 4 * prof.max_outstanding:
-                pending = [g for g in pending if not g.dead]
-        gevent.joinall(pending, timeout=prof.drain_s + lead_s)
-        for g in pending:
-            if not g.dead:
-                g.kill(block=False)
 
     def send(self, t: float, due: float) -> None:
         """One request: prepare it, send it at `due`, record the outcome measured from `due`."""
@@ -247,10 +229,6 @@ class ArrivalLoop:
         pop = route["pop"] if route else ""
         headers = {"Content-Type": ctype, "traceparent": traceparent(self.rng), "X-Edge-Client-Region": self.region}
         client = self.client(pop, route["url"]) if route else None
-        spin_s = self.plan.spin_ms / 1000.0
-        while (left := due - time.perf_counter()) > 0:
-            # Timers fire up to 1 ms late, so sleep only to within spin_s of the send, then yield-spin.
-            gevent.sleep(left - spin_s if left > spin_s else 0)
         start = time.perf_counter()
         send_delay = start - due
         if send_delay > self.late_s:
@@ -261,7 +239,7 @@ class ArrivalLoop:
             if client is None:
                 raise ConnectionError("no healthy PoP")
             self.counter.sent += 1
-            resp = client.post(request_path(route["url"]), body=body, headers=headers)
+            resp = client.post(self.paths[pop], body=body, headers=headers)
             resp.read()
             end = time.perf_counter()
             status = resp.status_code
@@ -279,42 +257,51 @@ class ArrivalLoop:
             ):
                 self.health.mark_down(pop)
         except gevent.GreenletExit:
-            # Still in flight when the drain time ran out: a request the user never got answered, so it
-            # is recorded as an error rather than silently left out of the counts.
+            # Still in flight when the drain time ran out or the process stopped: a request the user never
+            # got answered, recorded as such rather than silently left out of the counts.
             end = time.perf_counter()
-            error = "unfinished: still in flight when the run ended"
+            status, error = UNFINISHED, "unfinished: still in flight when the load process stopped"
+        except Exception as exc:  # a malformed answer, say from a PoP dying mid-response
+            # Whatever the client raises, the arrival has an outcome: never a silently missing sample.
+            end = time.perf_counter()
+            error = f"{type(exc).__name__}: {exc}"[:200]
         finally:
             self.counter.outstanding -= 1
         latency = end - due
-        rtt_ms = route["rtt_ms"] if route else 0.0
-        injected = self.profile.inject_rtt and route is not None
-        if injected:
-            # Emulated network: the client waits the RTT before it has its answer (reported apart).
-            gevent.sleep(rtt_ms / 1000.0)
-            e2e = time.perf_counter() - due
+        if self.measured is not None and route is not None:
+            # A region-pinned worker's network is real: its RTT is in the latency, measured, not added.
+            rtt_ms, rtt_source, injected = self.measured.get(pop, 0.0), "measured", False
+            e2e = latency
         else:
-            e2e = latency + rtt_ms / 1000.0
+            rtt_ms = route["rtt_ms"] if route else 0.0
+            rtt_source = route["rtt_source"] if route else ""
+            injected = self.profile.inject_rtt and route is not None and status != UNFINISHED
+            if injected:
+                # Emulated network: the client waits the RTT before it has its answer (reported apart).
+                gevent.sleep(rtt_ms / 1000.0)
+                e2e = time.perf_counter() - due
+            else:
+                e2e = latency + rtt_ms / 1000.0
         ok = 200 <= status < 300
         if ok:
             self.counter.ok += 1
         else:
             self.counter.errors += 1
         self.recorder.rows.append(
-            (
-                self.region,
+            self.sample(
                 pop,
-                round(t, 6),
+                t,
                 round(send_delay * 1e6),
                 round(latency * 1e6),
                 status,
-                cold,
-                round(server_total * 1000),
-                round(inference * 1000),
-                rtt_ms,
-                route["rtt_source"] if route else "",
-                int(injected),
-                round(e2e * 1e6),
-                error,
+                cold=cold,
+                server_total_us=round(server_total * 1000),
+                inference_us=round(inference * 1000),
+                rtt_ms=rtt_ms,
+                rtt_source=rtt_source,
+                rtt_injected=int(injected),
+                e2e_us=round(e2e * 1e6),
+                error=error,
             )
         )
         if self.recorder.telemetry is not None:
@@ -336,8 +323,172 @@ class ArrivalLoop:
             c.close()
 
 
-def process_tag(worker_index: int | None) -> str:
-    """A file-name tag unique to this load process (host, pid, worker index)."""
-    host = socket.gethostname().replace("-", "")[:16]
-    idx = "" if worker_index is None else f"-w{worker_index}"
-    return f"{host}-{os.getpid()}{idx}"
+class TimingLoop:
+    """The one clock of a load process: a native thread sleeps to each arrival's intended time (every
+    region's schedule merged) and hands the due arrivals to the gevent hub, which starts their requests.
+
+    Nothing spins, per arrival or otherwise: the thread's sleep is precise (its timer slack set to 1 µs),
+    while the hub's timers wake up to a millisecond late. A busy hub delays a send, never the clock, and
+    the delay is measured (send_delay) and counted as late past the profile's threshold."""
+
+    def __init__(self, loops: list[ArrivalLoop], drain_s: float) -> None:
+        self.loops, self.drain_s = loops, drain_s
+        self.hub = gevent.get_hub().loop
+        self.due: deque[tuple[int, float, float] | None] = deque()
+        self.released = gevent.event.Event()  # set on the hub once the last arrival was handed over
+        self.stopping = False
+        self.completed = False  # the whole schedule was released and drained
+
+    def run(self, t0_wall: float, sends: gevent.pool.Group) -> None:
+        """Release every arrival at its time from t0_wall (wall clock of t=0) on, then wait (drain_s at
+        most) for the requests in flight; those still going are ended (recorded as unfinished)."""
+        t0_perf = time.perf_counter() - (time.time() - t0_wall)
+        _start_thread(self._clock, (t0_perf,))
+        try:
+            self.released.wait()
+            sends.join(timeout=self.drain_s)
+            sends.kill(block=True, timeout=2.0)
+            self.completed = True
+        finally:
+            self.stopping = True  # a killed run stops the clock too
+
+    def _clock(self, t0_perf: float) -> None:
+        _tight_timer_slack()
+        tagged = [_tag(loop.plan.arrivals(loop.region, loop.share), i) for i, loop in enumerate(self.loops)]
+        for t, i in heapq.merge(*tagged):
+            due = t0_perf + t
+            while (left := due - time.perf_counter()) > 0:
+                _real_sleep(min(left, 0.1))  # in slices, so that a stop is noticed
+                if self.stopping:
+                    return
+            if self.stopping:
+                return
+            self.due.append((i, t, due))
+            self.hub.run_callback_threadsafe(self._release)
+        self.due.append(None)
+        self.hub.run_callback_threadsafe(self._release)
+
+    def _release(self) -> None:
+        while self.due:
+            item = self.due.popleft()
+            if item is None:
+                self.released.set()
+                return
+            i, t, due = item
+            self.loops[i].release(t, due)
+
+
+def _tag(times: Iterator[float], i: int) -> Iterator[tuple[float, int]]:
+    for t in times:
+        yield t, i
+
+
+def _tight_timer_slack() -> None:
+    """Linux lets a sleeping thread wake up to 50 µs late by default (timer slack); ask for 1 µs."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_TIMERSLACK, 1000, 0, 0, 0)
+
+
+def measure_rtt_ms(url: str, probes: int = 5, timeout_s: float = 2.0) -> float:
+    """This machine's network RTT to `url`: the median time of a TCP handshake (one round trip), in ms."""
+    u = URL(url)
+    times = []
+    for _ in range(probes):
+        start = time.perf_counter()
+        try:
+            conn = gevent.socket.create_connection((u.host, u.port), timeout=timeout_s)
+        except OSError:
+            continue
+        times.append((time.perf_counter() - start) * 1000)
+        conn.close()
+        gevent.sleep(0.02)
+    return round(statistics.median(times), 3) if times else 0.0
+
+
+class LoadProcess:
+    """This process's part of the plan: an arrival loop per region of its assignment, and the hand-over
+    of its new samples every FLUSH_EVERY_S (over `send`, Locust's message channel) so that a killed
+    process loses at most its last seconds."""
+
+    def __init__(
+        self,
+        plan: Plan,
+        assignment: Assignment,
+        send: Callable[[str, dict[str, Any]], None],
+        corpus: list[tuple[str, str, bytes]],
+        *,
+        fire: Any = None,
+        telemetry: Any = None,
+        measure_rtt: bool = False,
+    ) -> None:
+        self.plan, self.assignment, self.send = plan, assignment, send
+        self.recorder = Recorder(process=assignment.name, telemetry=telemetry)
+        self.health = PopHealth(plan.targets)
+        self.sends = gevent.pool.Group()
+        measured = None
+        if measure_rtt:
+            pops = {r["pop"]: r["url"] for region in assignment.shares for r in plan.routes.get(region, [])}
+            measured = {pop: measure_rtt_ms(url) for pop, url in pops.items()}
+        self.measured_rtt_ms = measured
+        self.loops = [
+            ArrivalLoop(plan, region, share, self.recorder, self.health, corpus, self.sends, fire, measured)
+            for region, share in assignment.shares.items()
+        ]
+        self.timing = TimingLoop(self.loops, plan.profile_obj().drain_s)
+        self.greenlets: list[gevent.Greenlet] = []
+        self.flusher: gevent.Greenlet | None = None
+        self.t0: float | None = None
+        self.seq = 0
+        self.finished = False
+
+    def start(self, t0_wall: float) -> None:
+        """Send the schedules from t0_wall (wall clock of t=0) on."""
+        self.t0 = t0_wall
+        self.greenlets = [gevent.spawn(self.timing.run, t0_wall, self.sends)]
+        self.flusher = gevent.spawn(self._flush_every)
+
+    def completed(self) -> bool:
+        """Every loop sent its whole schedule and drained."""
+        return self.timing.completed
+
+    def _flush_every(self) -> None:
+        while True:
+            gevent.sleep(FLUSH_EVERY_S)
+            self.flush()
+
+    def flush(self) -> None:
+        """Hand the samples recorded since the last flush over (one chunk, even if empty)."""
+        rows = self.recorder.take()
+        now_s = time.time() - (self.t0 or time.time())
+        self.send(
+            "edge_samples",
+            {
+                "process": self.assignment.name,
+                "seq": self.seq,
+                "t_s": now_s,
+                "n": len(rows),
+                "rows": encode_samples(rows),
+                "counters": self.recorder.snapshot(),
+            },
+        )
+        self.seq += 1
+
+    def finish(self, reason: str = "") -> str:
+        """Stop (idempotent): end what is still in flight (recorded as unfinished), hand the last samples
+        over and say so; returns the state sent ("finished", or "interrupted" if the schedule was cut)."""
+        if self.finished:
+            return FINISHED if self.completed() else INTERRUPTED
+        self.finished = True
+        if self.flusher is not None:
+            self.flusher.kill(block=True)
+        state = FINISHED if self.completed() else INTERRUPTED
+        for g in self.greenlets:
+            g.kill(block=True, timeout=2.0)
+        self.sends.kill(block=True, timeout=2.0)
+        self.flush()
+        self.send("edge_done", {"process": self.assignment.name, "state": state, "reason": reason})
+        for loop in self.loops:
+            loop.close()
+        if self.recorder.telemetry is not None:
+            self.recorder.telemetry.shutdown()  # exports what the last interval recorded
+        return state

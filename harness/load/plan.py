@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import json
 import os
+import zlib
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from harness.load.arrivals import schedule
 from harness.load.profiles import Profile, load_profile
 from harness.load.regions import Catalogue, load_catalogue
 from harness.load.yamlfile import ConfigError
@@ -36,17 +39,38 @@ class Plan:
     routes: dict[str, list[dict[str, Any]]]
     out_dir: str
     start_at: float | None = None  # wall-clock epoch of t=0; None: each process starts at its test start
-    instances_per_region: int = 1  # load processes sharing each region's arrivals (workers)
+    instances_per_region: int = 1  # informational: the workers `edgeharness run` started (0: none)
     seed: int = 1
-    spin_ms: float = 1.0  # busy-wait this close to an intended send, since timers wake up to 1 ms late
+    spin_ms: float = 1.0  # unused since the generator got its clock thread; kept so older plans still read
     corpus: dict[str, Any] = field(default_factory=dict)
     # Where load processes send client-side metrics: `region=url,...` (each client region to its own
     # collector) or one OTLP/HTTP URL for all; empty: none.
     client_otlp: str = ""
+    # Whether the gathering Locust process judges the run at its end (a plain `locust -f` run); False
+    # when `edgeharness run` drives Locust and judges with what only it knows (PoPs, cold starts).
+    judge: bool = True
 
     def profile_obj(self) -> Profile:
         """The profile as an object."""
         return Profile.from_dict(self.profile)
+
+    def arrivals(self, region: str, share: Share) -> Iterator[float]:
+        """The intended send times (s from t=0) of `region`'s arrivals that `share` carries: a seeded
+        schedule, the same in every process that computes it."""
+        prof = self.profile_obj()
+        seed = self.seed * 1_000_003 + zlib.crc32(region.encode()) + 7919 * share.slot
+        return schedule(
+            lambda t: prof.rate_at(region, t),
+            prof.max_rate(region),
+            prof.duration_s,
+            prof.arrival,
+            seed,
+            share.of,
+        )
+
+    def planned(self, assignment: Assignment) -> dict[str, int]:
+        """How many arrivals the load process given `assignment` must account for, per client region."""
+        return {region: sum(1 for _ in self.arrivals(region, share)) for region, share in assignment.shares.items()}
 
     def save(self, path: str | Path) -> None:
         """Write the plan as JSON."""
@@ -56,6 +80,49 @@ class Plan:
     def read(cls, path: str | Path) -> Plan:
         """Read a plan written by save()."""
         return cls(**json.loads(Path(path).read_text(encoding="utf-8")))
+
+
+@dataclass(frozen=True)
+class Share:
+    """Slot `slot` of `of`: the part of a region's arrivals one load process carries (rate / of)."""
+
+    slot: int = 0
+    of: int = 1
+
+
+@dataclass
+class Assignment:
+    """What one load process generates: a share of each of its client regions' arrivals."""
+
+    name: str  # "local", "worker-0", "worker-nairobi-0"
+    shares: dict[str, Share]
+    pinned: str | None = None  # the region a region-pinned worker was started for
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-friendly (also the message a master sends a worker)."""
+        return {"name": self.name, "pinned": self.pinned, "shares": {r: [s.slot, s.of] for r, s in self.shares.items()}}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Assignment:
+        """Inverse of to_dict."""
+        return cls(d["name"], {r: Share(int(a), int(b)) for r, (a, b) in d["shares"].items()}, d.get("pinned"))
+
+
+def assign(regions: Sequence[str], processes: Sequence[tuple[str, str | None]]) -> tuple[list[Assignment], list[str]]:
+    """Share the client regions among load processes, each given as (name, pinned region or None).
+
+    A region with pinned processes is shared among those alone; every other region among the unpinned
+    ones. Returns the assignments (in the order given) and the regions no process generates."""
+    shares: dict[str, dict[str, Share]] = {name: {} for name, _ in processes}
+    unpinned = [name for name, pin in processes if pin is None]
+    orphans: list[str] = []
+    for region in regions:
+        carriers = [name for name, pin in processes if pin == region] or unpinned
+        if not carriers:
+            orphans.append(region)
+        for slot, name in enumerate(carriers):
+            shares[name][region] = Share(slot, len(carriers))
+    return [Assignment(name, shares[name], pin) for name, pin in processes], orphans
 
 
 def parse_targets(items: list[str] | str, where: str = "--target") -> dict[str, str]:

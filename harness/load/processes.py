@@ -7,19 +7,21 @@ stops every child it started on exit, on an exception, on Ctrl-C and on SIGTERM.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import signal
 import socket
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
-from typing import IO
+from typing import IO, TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import httpx
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -149,11 +151,22 @@ def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
 
 def http_ok(url: str, timeout_s: float = 1.0) -> bool:
     """GET url answers 200."""
+    import httpx
+
     try:
-        with urllib.request.urlopen(url, timeout=timeout_s) as resp:
-            return resp.status == 200
-    except (urllib.error.URLError, OSError):
+        return http_client().get(url, timeout=timeout_s).status_code == 200
+    except httpx.HTTPError:
         return False
+
+
+@functools.cache
+def http_client() -> httpx.Client:
+    """The process's client for probes and one-off requests. One, because building a client loads the CA
+    bundle (~50 ms here), too slow for each readiness poll; without keep-alive, so that a probe holds no
+    connection open to a server that is about to stop or be measured cold."""
+    import httpx
+
+    return httpx.Client(limits=httpx.Limits(max_keepalive_connections=0))
 
 
 def wait_ready(url: str, child: Child | None, timeout_s: float, path: str = "/readyz") -> float:

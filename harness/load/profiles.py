@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from harness.load.yamlfile import ConfigError, Document, load
+from harness.load.yamlfile import ConfigError, Document, load, schema
 
 SHAPES = ("steady", "follow-the-sun", "flash-crowd", "cold-start", "failover", "stages")
 
@@ -164,153 +164,95 @@ def load_profile(name_or_file: str, known_regions: dict[str, str] | None = None)
     return parse_profile(doc, known_regions)
 
 
-def _num(
-    doc: Document,
-    data: dict[str, Any],
-    key: str,
-    default: float | None,
-    *,
-    path: tuple = (),
-    minimum: float = 0.0,
-    required: bool = False,
-) -> float | None:
-    if key not in data:
-        if required:
-            raise doc.error(f"missing `{key}`", *path)
-        return default
-    value = data[key]
-    if isinstance(value, bool) or not isinstance(value, int | float) or value < minimum:
-        raise doc.error(f"`{key}` must be a number >= {minimum}, got {value!r}", *path, key)
-    return float(value)
-
-
 def parse_profile(doc: Document, known_regions: dict[str, str] | None = None) -> Profile:
-    """Check a parsed profile document field by field; errors carry the file and line."""
+    """Check a parsed profile: its structure against profile.schema.json, then the rules that relate
+    fields to each other; errors carry the file and line."""
     data = doc.data
     if not isinstance(data, dict):
         raise doc.error("a profile must be a mapping")
-    allowed = {
-        "name",
-        "description",
-        "shape",
-        "regions",
-        "duration_s",
-        "rate",
-        "rates",
-        "arrival",
-        "max_outstanding",
-        "late_threshold_ms",
-        "drain_s",
-        "inject_rtt",
-        "pop_idle_timeout_s",
-        "expects_cold_starts",
-        "params",
-        "stages",
-        "pop_down",
-        "process_cold_start",
-        "corpus",
-    }
-    for key in data:
-        if key not in allowed:
-            raise doc.error(f"unknown key `{key}` (allowed: {', '.join(sorted(allowed))})", key)
+    doc.validate(schema("profile.schema.json"))
     shape = data.get("shape", "steady")
-    if shape not in SHAPES:
-        raise doc.error(f"unknown shape {shape!r} (one of: {', '.join(SHAPES)})", "shape")
-    regions = data.get("regions")
-    if not isinstance(regions, list) or not regions or not all(isinstance(r, str) for r in regions):
-        raise doc.error("`regions` must be a non-empty list of region names", "regions")
+    regions: list[str] = data["regions"]
     if known_regions is not None:
         for i, r in enumerate(regions):
             if r not in known_regions:
                 raise doc.error(f"unknown region {r!r} (catalogue: {', '.join(sorted(known_regions))})", "regions", i)
-    arrival = data.get("arrival", "poisson")
-    if arrival not in ("poisson", "constant"):
-        raise doc.error("`arrival` must be poisson or constant", "arrival")
-    rates = data.get("rates") or {}
-    if not isinstance(rates, dict):
-        raise doc.error("`rates` must map region to req/s", "rates")
+
+    def region_of(key: str, *path: str | int) -> None:
+        """The value at path/key names one of the profile's regions."""
+        node = data
+        for step in path:
+            node = node[step]
+        if node.get(key) not in regions:
+            where = ".".join(str(p) for p in (*path, key))
+            raise doc.error(f"`{where}` must be one of `regions` ({', '.join(regions)})", *path, key)
+
+    rates = data.get("rates", {})
     for r in rates:
         if r not in regions:
             raise doc.error(f"`rates` names region {r!r}, which is not in `regions`", "rates", r)
-        _num(doc, rates, r, None, path=("rates",))
-    params = data.get("params") or {}
-    if not isinstance(params, dict):
-        raise doc.error("`params` must be a mapping", "params")
+    params = data.get("params", {})
     prof = Profile(
         name=str(data.get("name", Path(doc.file).stem)),
-        description=str(data.get("description", "")),
+        description=data.get("description", ""),
         shape=shape,
         regions=list(regions),
-        duration_s=_num(doc, data, "duration_s", None, required=True, minimum=1.0) or 0.0,
-        rate=_num(doc, data, "rate", None, required=shape != "stages") or 0.0,
+        duration_s=float(data["duration_s"]),
+        rate=float(data.get("rate", 0.0)),
         rates={k: float(v) for k, v in rates.items()},
-        arrival=arrival,
-        max_outstanding=int(_num(doc, data, "max_outstanding", 64, minimum=1) or 64),
-        late_threshold_ms=_num(doc, data, "late_threshold_ms", 5.0) or 5.0,
-        drain_s=_num(doc, data, "drain_s", 5.0) or 0.0,
-        inject_rtt=bool(data.get("inject_rtt", False)),
-        pop_idle_timeout_s=_num(doc, data, "pop_idle_timeout_s", None),
-        expects_cold_starts=bool(data.get("expects_cold_starts", shape == "cold-start")),
+        arrival=data.get("arrival", "poisson"),
+        max_outstanding=int(data.get("max_outstanding", 64)),
+        # 0 is a real threshold (every send later than its intended time is late), never "unset".
+        late_threshold_ms=float(data.get("late_threshold_ms", 5.0)),
+        drain_s=float(data.get("drain_s", 5.0)),
+        inject_rtt=data.get("inject_rtt", False),
+        pop_idle_timeout_s=float(data["pop_idle_timeout_s"]) if "pop_idle_timeout_s" in data else None,
+        expects_cold_starts=data.get("expects_cold_starts", shape == "cold-start"),
         params=params,
         file=doc.file,
     )
     if shape == "flash-crowd":
-        if params.get("region") not in regions:
-            raise doc.error("flash-crowd needs params.region, one of `regions`", "params")
-        _num(doc, params, "factor", 10.0, path=("params",), minimum=1.0)
+        region_of("region", "params")
+        at = float(params.get("at_s", prof.duration_s / 3))
+        if at >= prof.duration_s:
+            raise doc.error("params.at_s must fall inside the run", "params", "at_s")
     if shape == "cold-start":
-        gap = _num(doc, params, "gap_s", 10.0, path=("params",)) or 0.0
-        _num(doc, params, "burst_s", 5.0, path=("params",), minimum=0.1)
+        gap = float(params.get("gap_s", 10.0))
         idle = prof.pop_idle_timeout_s
         if idle is None or idle <= 0 or gap <= idle:
             raise doc.error(
                 "cold-start needs pop_idle_timeout_s > 0 and params.gap_s longer than it, so each burst starts cold",
                 "params",
             )
-    if shape == "follow-the-sun":
-        _num(doc, params, "day_s", prof.duration_s, path=("params",), minimum=1.0)
-        floor = _num(doc, params, "min_fraction", 0.1, path=("params",))
-        if floor is not None and floor > 1:
-            raise doc.error("params.min_fraction must be in [0, 1]", "params", "min_fraction")
     if shape == "stages":
-        raw = data.get("stages")
-        if not isinstance(raw, list) or not raw:
-            raise doc.error("shape `stages` needs a non-empty `stages` list", "stages")
         last = 0.0
-        for i, st in enumerate(raw):
-            if not isinstance(st, dict) or "until_s" not in st or not isinstance(st.get("rates"), dict):
-                raise doc.error("each stage needs until_s and rates", "stages", i)
-            until = _num(doc, st, "until_s", None, path=("stages", i)) or 0.0
+        for i, stage in enumerate(data["stages"]):
+            until = float(stage["until_s"])
             if until <= last:
                 raise doc.error("stages must have increasing until_s", "stages", i, "until_s")
             last = until
-            prof.stages.append(Stage(until, {k: float(v) for k, v in st["rates"].items()}))
-    pop_down = data.get("pop_down") or []
+            for r in stage["rates"]:
+                if r not in regions:
+                    raise doc.error(
+                        f"stage rates name region {r!r}, which is not in `regions`", "stages", i, "rates", r
+                    )
+            prof.stages.append(Stage(until, {k: float(v) for k, v in stage["rates"].items()}))
+    pop_down = data.get("pop_down", [])
     if shape == "failover" and not pop_down:
         raise doc.error("failover needs `pop_down: [{pop: NAME, at_s: SECONDS}]`", "shape")
-    if not isinstance(pop_down, list):
-        raise doc.error("`pop_down` must be a list", "pop_down")
-    for i, ev in enumerate(pop_down):
-        if not isinstance(ev, dict) or ev.get("pop") not in regions:
-            raise doc.error("each pop_down entry needs `pop` (one of `regions`) and `at_s`", "pop_down", i)
-        at = _num(doc, ev, "at_s", None, path=("pop_down", i), required=True) or 0.0
+    for i, event in enumerate(pop_down):
+        region_of("pop", "pop_down", i)
+        at = float(event["at_s"])
         if at >= prof.duration_s:
             raise doc.error("pop_down.at_s must fall inside the run", "pop_down", i, "at_s")
-        prof.pop_down.append({"pop": ev["pop"], "at_s": at, "until_s": ev.get("until_s")})
-    corpus = data.get("corpus") or {}
-    if not isinstance(corpus, dict) or not set(corpus) <= {"sizes", "formats"}:
-        raise doc.error("`corpus` may hold `sizes` ([[w, h], ...]) and `formats` (jpeg, png, webp)", "corpus")
-    for i, size in enumerate(corpus.get("sizes", [])):
-        if not (isinstance(size, list) and len(size) == 2 and all(isinstance(x, int) and x > 0 for x in size)):
-            raise doc.error("each corpus size is [width, height] in pixels", "corpus", "sizes", i)
-    for i, fmt in enumerate(corpus.get("formats", [])):
-        if fmt not in ("jpeg", "png", "webp"):
-            raise doc.error(f"unknown image format {fmt!r} (jpeg, png, webp)", "corpus", "formats", i)
-    prof.corpus = corpus
+        until = event.get("until_s")
+        if until is not None and until <= at:
+            raise doc.error("pop_down.until_s must come after at_s", "pop_down", i, "until_s")
+        prof.pop_down.append({"pop": event["pop"], "at_s": at, "until_s": until})
+    prof.corpus = data.get("corpus", {})
     pcs = data.get("process_cold_start")
     if pcs is not None:
-        if not isinstance(pcs, dict) or pcs.get("region") not in regions:
-            raise doc.error("process_cold_start needs `region` (one of `regions`)", "process_cold_start")
+        region_of("region", "process_cold_start")
         prof.process_cold_start = {"region": pcs["region"], "repeats": int(pcs.get("repeats", 3))}
     if known_regions:
         prof._tz_offsets_h = {r: utc_offset_h(known_regions[r]) for r in regions}

@@ -1,20 +1,19 @@
-"""From raw samples to figures: per region and PoP, cold and warm apart, in HDR histograms at 1 µs.
+"""Raw samples: one row per planned arrival's outcome, µs integers, one CSV file per load process.
 
-Every load process writes its samples (µs integers) as CSV; this module merges them and computes the
-percentiles reported and judged. Locust's own (rounded) statistics decide nothing here.
+Every load process writes its samples with `Sample`'s field order as the header; `read_samples` merges
+them. The figures computed from them live in harness/verdict/figures.py; Locust's own (rounded)
+statistics decide nothing.
 """
 
 from __future__ import annotations
 
 import csv
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any
 
-PERCENTILES = (50.0, 90.0, 95.0, 99.0, 99.9)
-HDR_MAX_US = 3_600_000_000  # an hour: nothing a run measures is longer
-DROPPED = -1
+DROPPED = -1  # status of an arrival never sent (the outstanding limit was reached)
+UNFINISHED = -2  # status of an arrival sent but unanswered when its load process stopped
 
 
 @dataclass(frozen=True)
@@ -35,6 +34,7 @@ class Sample:
     rtt_injected: int
     e2e_us: int
     error: str
+    process: str = ""  # the load process that generated the arrival ("local", "worker-0", ...); "": unknown
 
     @property
     def ok(self) -> bool:
@@ -47,162 +47,51 @@ class Sample:
         return self.status == DROPPED
 
 
-def read_samples(out_dir: str | Path) -> list[Sample]:
-    """All samples under out_dir/raw (one file per load process), sorted by intended time."""
+SAMPLE_FIELDS = tuple(f.name for f in fields(Sample))  # the CSV header, in this order
+_CONVERT = {"int": int, "float": float, "str": str}
+
+
+def sample_row(sample: Sample) -> tuple[object, ...]:
+    """A CSV row in SAMPLE_FIELDS order."""
+    return tuple(getattr(sample, name) for name in SAMPLE_FIELDS)
+
+
+def parse_row(row: dict[str, str]) -> Sample:
+    """A Sample from a CSV row keyed by header; fields an older file lacks take their defaults."""
+    values = {}
+    for f in fields(Sample):
+        raw = row.get(f.name)
+        if raw is None:
+            continue  # e.g. `process` in files written before it existed
+        values[f.name] = _CONVERT[str(f.type)](raw)
+    return Sample(**values)
+
+
+def read_samples(out_dir: str | Path, problems: list[str] | None = None) -> list[Sample]:
+    """All samples under out_dir/raw (one file per load process), sorted by intended time. A row that
+    cannot be read (say, cut by a killed writer) is skipped and described in `problems`."""
     out: list[Sample] = []
     for path in sorted((Path(out_dir) / "raw").glob("samples-*.csv")):
+        bad = 0
         with path.open(newline="", encoding="utf-8") as fh:
             for row in csv.DictReader(fh):
-                out.append(
-                    Sample(
-                        region=row["region"],
-                        pop=row["pop"],
-                        t_s=float(row["t_s"]),
-                        send_delay_us=int(row["send_delay_us"]),
-                        latency_us=int(row["latency_us"]),
-                        status=int(row["status"]),
-                        cold=int(row["cold"]),
-                        server_total_us=int(row["server_total_us"]),
-                        inference_us=int(row["inference_us"]),
-                        rtt_ms=float(row["rtt_ms"]),
-                        rtt_source=row["rtt_source"],
-                        rtt_injected=int(row["rtt_injected"]),
-                        e2e_us=int(row["e2e_us"]),
-                        error=row["error"],
-                    )
-                )
+                try:
+                    out.append(parse_row(row))
+                except (TypeError, ValueError):
+                    bad += 1
+        if bad and problems is not None:
+            problems.append(f"{path.name}: {bad} unreadable row(s) skipped")
     out.sort(key=lambda s: s.t_s)
     return out
 
 
-def histogram(values_us: Iterable[int]) -> Any:
-    """An HDR histogram (1 µs .. 1 h, 3 significant digits) of the given µs values."""
-    from hdrh.histogram import HdrHistogram
-
-    h = HdrHistogram(1, HDR_MAX_US, 3)
-    for v in values_us:
-        h.record_value(min(max(int(v), 1), HDR_MAX_US))
-    return h
-
-
-def summary(values_us: list[int]) -> dict[str, Any]:
-    """Count, min, mean, max and p50..p99.9 in ms (3 decimals) of µs values; empty -> count 0."""
-    if not values_us:
-        return {"count": 0}
-    h = histogram(values_us)
-    out: dict[str, Any] = {
-        "count": len(values_us),
-        "min": round(min(values_us) / 1000, 3),
-        "mean": round(sum(values_us) / len(values_us) / 1000, 3),
-        "max": round(max(values_us) / 1000, 3),
-    }
-    for p in PERCENTILES:
-        out[pct_key(p)] = round(h.get_value_at_percentile(p) / 1000, 3)
-    return out
-
-
-def pct_key(p: float) -> str:
-    """50.0 -> "p50", 99.9 -> "p99.9"."""
-    return f"p{p:g}"
-
-
-def _latency_block(samples: list[Sample]) -> dict[str, Any]:
-    ok = [s for s in samples if s.ok]
-    return {
-        "all": summary([s.latency_us for s in ok]),
-        "warm": summary([s.latency_us for s in ok if s.cold != 1]),
-        "cold": summary([s.latency_us for s in ok if s.cold == 1]),
-    }
-
-
-def counts(samples: list[Sample], late_threshold_ms: float) -> dict[str, int]:
-    """Arrival accounting: scheduled, sent, ok, errors, dropped, late, cold, warm."""
-    late_us = late_threshold_ms * 1000
-    sent = [s for s in samples if not s.dropped]
-    return {
-        "scheduled": len(samples),
-        "sent": len(sent),
-        "ok": sum(s.ok for s in sent),
-        "errors": sum(not s.ok for s in sent),
-        "dropped": len(samples) - len(sent),
-        "late": sum(s.send_delay_us > late_us for s in sent),
-        "cold": sum(s.ok and s.cold == 1 for s in sent),
-        "warm": sum(s.ok and s.cold == 0 for s in sent),
-    }
-
-
-def aggregate(samples: list[Sample], late_threshold_ms: float) -> dict[str, Any]:
-    """Per client region (and per PoP within it) and per PoP overall: counts and latency summaries."""
-    regions: dict[str, Any] = {}
-    for region in sorted({s.region for s in samples}):
-        rs = [s for s in samples if s.region == region]
-        c = counts(rs, late_threshold_ms)
-        ok = [s for s in rs if s.ok]
-        with_timing = [s for s in ok if s.server_total_us > 0]
-        pops: dict[str, Any] = {}
-        for pop in sorted({s.pop for s in rs if s.pop}):
-            ps = [s for s in rs if s.pop == pop]
-            pops[pop] = {
-                "counts": counts(ps, late_threshold_ms),
-                "rtt_ms": ps[0].rtt_ms,
-                "rtt_source": ps[0].rtt_source,
-                "client_latency_ms": _latency_block(ps),
-            }
-        regions[region] = {
-            "counts": c,
-            # Dropped arrivals are requests the user never got answered: they count as errors.
-            "error_rate": round((c["errors"] + c["dropped"]) / c["scheduled"], 6) if c["scheduled"] else 0.0,
-            "late_fraction": round(c["late"] / c["sent"], 6) if c["sent"] else 0.0,
-            "client_latency_ms": _latency_block(rs),
-            "e2e_latency_ms": {
-                "warm": summary([s.e2e_us for s in ok if s.cold != 1]),
-                "rtt_injected": any(s.rtt_injected for s in ok),
-            },
-            "server_total_ms": summary([s.server_total_us for s in with_timing]),
-            "server_inference_ms": summary([s.inference_us for s in ok if s.inference_us > 0]),
-            "send_delay_ms": summary([max(s.send_delay_us, 1) for s in rs if not s.dropped]),
-            "pops": pops,
-        }
-    pops_all: dict[str, Any] = {}
-    for pop in sorted({s.pop for s in samples if s.pop}):
-        ps = [s for s in samples if s.pop == pop]
-        ok = [s for s in ps if s.ok]
-        pops_all[pop] = {
-            "counts": counts(ps, late_threshold_ms),
-            "client_regions": sorted({s.region for s in ps}),
-            "client_latency_ms": _latency_block(ps),
-            "server_inference_ms": summary([s.inference_us for s in ok if s.inference_us > 0]),
-        }
-    return {"regions": regions, "pops": pops_all}
-
-
-def timeseries(samples: list[Sample], bucket_s: float = 1.0) -> dict[str, Any]:
-    """Per region and time bucket: arrivals, ok, errors, and p50/p99 client latency (ms)."""
-    import numpy as np
-
-    out: dict[str, Any] = {}
-    for region in sorted({s.region for s in samples}):
-        rs = [s for s in samples if s.region == region]
-        if not rs:
-            continue
-        n = int(max(s.t_s for s in rs) // bucket_s) + 1
-        lat: list[list[int]] = [[] for _ in range(n)]
-        arrivals, errors = [0] * n, [0] * n
-        for s in rs:
-            i = int(s.t_s // bucket_s)
-            arrivals[i] += 1
-            if s.ok:
-                lat[i].append(s.latency_us)
-            else:
-                errors[i] += 1
-        p50 = [round(float(np.percentile(v, 50)) / 1000, 3) if v else None for v in lat]
-        p99 = [round(float(np.percentile(v, 99)) / 1000, 3) if v else None for v in lat]
-        out[region] = {
-            "t_s": [round(i * bucket_s, 3) for i in range(n)],
-            "arrivals": arrivals,
-            "ok": [len(v) for v in lat],
-            "errors": errors,
-            "p50_ms": p50,
-            "p99_ms": p99,
-        }
-    return out
+def write_samples(path: str | Path, samples: Iterable[Sample]) -> Path:
+    """Write samples as CSV atomically (a temporary file renamed into place)."""
+    p = Path(path)
+    tmp = p.with_name(p.name + ".tmp")
+    with tmp.open("w", newline="", encoding="utf-8") as fh:
+        w = csv.writer(fh)
+        w.writerow(SAMPLE_FIELDS)
+        w.writerows(sample_row(s) for s in samples)
+    tmp.replace(p)
+    return p

@@ -6,7 +6,7 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from harness.load.yamlfile import ConfigError, Document, load
+from harness.load.yamlfile import ConfigError, Document, load, schema
 
 EARTH_RADIUS_KM = 6371.0
 
@@ -88,57 +88,36 @@ def load_catalogue(path: str | Path | None = None) -> Catalogue:
 
 
 def parse_catalogue(doc: Document) -> Catalogue:
-    """Build a Catalogue from a parsed document, checking every field."""
+    """Build a Catalogue from a parsed document: its structure against regions.schema.json, then the
+    time zones and the regions each measured RTT names."""
     data = doc.data
     if not isinstance(data, dict):
         raise doc.error("the catalogue must be a mapping with a `regions` key")
-    raw = data.get("regions")
-    if not isinstance(raw, dict) or not raw:
-        raise doc.error("`regions` must be a non-empty mapping of region name to fields", "regions")
+    doc.validate(schema("regions.schema.json"))
     regions: dict[str, Region] = {}
-    for name, fields in raw.items():
-        if not isinstance(fields, dict):
-            raise doc.error(f"region {name!r} must be a mapping", "regions", name)
-        for key in ("city", "lat", "lon", "tz"):
-            if key not in fields:
-                raise doc.error(f"region {name!r} lacks `{key}`", "regions", name)
-        lat, lon = fields["lat"], fields["lon"]
-        if not isinstance(lat, int | float) or not -90 <= lat <= 90:
-            raise doc.error(f"region {name!r}: lat must be a number in [-90, 90]", "regions", name, "lat")
-        if not isinstance(lon, int | float) or not -180 <= lon <= 180:
-            raise doc.error(f"region {name!r}: lon must be a number in [-180, 180]", "regions", name, "lon")
-        _check_tz(doc, str(fields["tz"]), ("regions", name, "tz"))
-        regions[str(name)] = Region(
-            name=str(name),
-            city=str(fields["city"]),
-            lat=float(lat),
-            lon=float(lon),
-            tz=str(fields["tz"]),
-            country=str(fields.get("country", "")),
-            continent=str(fields.get("continent", "")),
+    for name, fields in data["regions"].items():
+        _check_tz(doc, fields["tz"], ("regions", name, "tz"))
+        regions[name] = Region(
+            name=name,
+            city=fields["city"],
+            lat=float(fields["lat"]),
+            lon=float(fields["lon"]),
+            tz=fields["tz"],
+            country=fields.get("country", ""),
+            continent=fields.get("continent", ""),
         )
     cat = Catalogue(regions=regions, file=doc.file)
-    deriv = data.get("derivation") or {}
-    for key in ("fibre_km_per_ms", "route_factor", "overhead_ms"):
-        if key in deriv:
-            value = deriv[key]
-            if not isinstance(value, int | float) or value < 0:
-                raise doc.error(f"derivation.{key} must be a non-negative number", "derivation", key)
-            setattr(cat, key, float(value))
+    for key, value in data.get("derivation", {}).items():
+        setattr(cat, key, float(value))
     if "local_rtt_ms" in data:
         cat.local_rtt_ms = float(data["local_rtt_ms"])
-    for i, entry in enumerate(data.get("rtt_ms") or []):
-        if not isinstance(entry, dict) or not {"a", "b", "ms"} <= set(entry):
-            raise doc.error("each rtt_ms entry needs a, b and ms", "rtt_ms", i)
+    for i, entry in enumerate(data.get("rtt_ms", [])):
         for end in ("a", "b"):
             if entry[end] not in regions:
-                raise doc.error(f"rtt_ms: unknown region {entry[end]!r}", "rtt_ms", i)
-        if not isinstance(entry["ms"], int | float) or entry["ms"] <= 0:
-            raise doc.error("rtt_ms: ms must be a positive number", "rtt_ms", i)
-        source = str(entry.get("source", "")).strip()
-        if not source:
-            raise doc.error("rtt_ms: every measured figure needs a `source`", "rtt_ms", i)
-        cat.measured[frozenset((entry["a"], entry["b"]))] = Rtt(float(entry["ms"]), source)
+                raise doc.error(f"rtt_ms: unknown region {entry[end]!r}", "rtt_ms", i, end)
+        if entry["a"] == entry["b"]:
+            raise doc.error("rtt_ms: a and b must differ (a region's own RTT is local_rtt_ms)", "rtt_ms", i)
+        cat.measured[frozenset((entry["a"], entry["b"]))] = Rtt(float(entry["ms"]), entry["source"].strip())
     return cat
 
 

@@ -7,22 +7,28 @@ workers) -> raw/samples-*.csv -> recorder (HDR) -> verdict (SLO file) -> results
 from __future__ import annotations
 
 import json
-import platform
 import shutil
+import signal
 import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from harness.load.plan import Plan, build_plan
-from harness.load.processes import REPO_ROOT, Child, Supervisor, free_port, python, wait_ready
+from harness.load.gather import FINISHED, INTERRUPTED, LOST, RUNNING, Ledger
+from harness.load.plan import Plan, assign, build_plan
+from harness.load.processes import REPO_ROOT, Child, Supervisor, free_port, http_ok, python
 from harness.load.profiles import Profile, load_profile, scaled
 from harness.load.regions import Catalogue, load_catalogue
 from harness.load.yamlfile import ConfigError
 
+if TYPE_CHECKING:
+    from harness.verdict.facts import LoadProcessFacts
+
 LOCUSTFILE = REPO_ROOT / "loadtests" / "locustfile.py"
 DEFAULT_MODEL = Path("models") / "mobilenetv2-int8.onnx"
+# How long a stopping Locust may take to hand over its last samples (its own wait for workers is 10 s).
+LOCUST_STOP_WAIT_S = 25.0
 
 
 @dataclass
@@ -46,6 +52,10 @@ class RunSettings:
     stack: str = ""  # "": PoPs only; "native": start the telemetry pipeline too; a folder: use a running one
     client_otlp: str = ""  # where load processes export client-side metrics (see Plan.client_otlp)
     quiet: bool = False
+    pricing: str | None = None  # pricing file: cost per region (harness.cost)
+    baseline: str | None = None  # a run directory to compare with (harness.compare)
+    junit: str | None = None  # JUnit XML of the SLO checks
+    summary_md: str | None = None  # a short Markdown summary
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-friendly settings."""
@@ -100,6 +110,9 @@ class Run:
         self.t0: float | None = None
         self.stack_state: dict[str, Any] | None = None  # the telemetry stack's stack.json, with --stack
         self.stack_fresh = False  # started for this run (its counters hold only this run)
+        self.plan: Plan | None = None
+        self.locust: list[Child] = []
+        self.interrupted: str | None = None  # why the run was cut short, if it was
 
     # -- PoPs -------------------------------------------------------------------------------------------
 
@@ -175,8 +188,7 @@ class Run:
             )
             self.pops[region] = Pop(region, f"http://127.0.0.1:{port}", child, port)
         timeout = 180.0 if self.s.backend == "handler" else 20.0
-        for pop in self.pops.values():
-            pop.ready_s = wait_ready(pop.url, pop.child, timeout)
+        for pop in wait_all_ready(list(self.pops.values()), timeout):
             self.say(f"PoP {pop.region:<14} {pop.url}  ready in {pop.ready_s:.2f} s")
 
     # -- Locust -----------------------------------------------------------------------------------------
@@ -254,14 +266,11 @@ class Run:
         return children
 
     def progress(self) -> dict[str, Any]:
-        """Live counters summed over every load process's progress file."""
+        """Live counters summed over every load process (from the ledger the gathering Locust keeps)."""
         total: dict[str, dict[str, int]] = {}
-        for f in (self.out / "raw").glob("progress-*.json"):
-            try:
-                data = json.loads(f.read_text(encoding="utf-8"))
-            except (OSError, ValueError):
-                continue
-            for region, c in data.get("regions", {}).items():
+        ledger = Ledger.read(self.out)
+        for rec in ledger.processes.values() if ledger else ():
+            for region, c in rec.counters.items():
                 acc = total.setdefault(region, {})
                 for k, v in c.items():
                     acc[k] = acc.get(k, 0) + int(v)
@@ -292,14 +301,17 @@ class Run:
             self.out,
             catalogue=self.catalogue,
             start_at=time.time() + self.s.start_lead_s,
-            instances_per_region=max(1, self.s.workers),
+            instances_per_region=max(0, self.s.workers),
             seed=self.s.seed,
         )
         plan.client_otlp = self.s.client_otlp
+        plan.judge = False  # this process judges, with what only it knows (PoPs, cold starts, server side)
         plan_path = self.out / "plan.json"
         plan.save(plan_path)
+        self.plan = plan
         self.t0 = plan.start_at
         children = self.start_locust(sup, plan_path)
+        self.locust = children
         lead = self.s.start_lead_s
         total_s = self.profile.duration_s + self.profile.drain_s
         deadline = time.time() + lead + total_s + 60
@@ -310,6 +322,7 @@ class Run:
             TextColumn("{task.fields[info]}"),
         ]
         last_print = 0.0
+        reported: set[str] = set()
         with Progress(
             *columns, console=self.console, transient=False, disable=self.s.quiet or not self.console.is_terminal
         ) as bar:
@@ -328,14 +341,40 @@ class Run:
                     last_print = time.time()
                     self.say(f"t={now_s:6.1f} s  {info}")
                 for c in children[1:]:
-                    # Workers quit when the master stops the test; before the schedule ends it is a failure.
-                    if not c.alive() and now_s < self.profile.duration_s:
-                        raise RuntimeError(f"{c.name} exited early:\n{c.log_tail()}")
+                    # The master notices a lost worker too and the verdict names it; this is for the log.
+                    if not c.alive() and c.name not in reported and now_s < self.profile.duration_s:
+                        reported.add(c.name)
+                        self.say(f"[red]{c.name} exited early (status {c.proc.returncode})[/]")
                 if time.time() > deadline:
-                    raise RuntimeError(f"Locust did not finish in time:\n{children[0].log_tail()}")
+                    self.interrupted = "Locust did not finish in time"
+                    self.say(f"[red]{self.interrupted}[/]:\n{children[0].log_tail()}")
+                    break
                 time.sleep(0.25)
-        for c in children[1:]:
-            c.proc.wait(15)
+        self.stop_locust(LOCUST_STOP_WAIT_S)
+        code = children[0].proc.returncode
+        if code not in (0, None) and self.interrupted is None:
+            self.interrupted = f"locust exited with {code}"
+            self.say(f"[red]{children[0].name} exited with status {code}[/]:\n{children[0].log_tail()}")
+
+    def stop_locust(self, wait_s: float) -> None:
+        """Stop the load processes gracefully: SIGTERM, so each hands its last samples over, then SIGKILL
+        only what has not exited within wait_s."""
+        import contextlib
+        import os
+        import subprocess
+
+        live = [c for c in self.locust if c.alive()]
+        for c in live:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(c.proc.pid, signal.SIGTERM)
+        end = time.monotonic() + wait_s
+        for c in live:
+            try:
+                c.proc.wait(max(0.1, end - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                self.say(f"[red]{c.name} did not stop within {wait_s:g} s: killed[/]")
+        for c in self.locust:
+            c.stop(timeout_s=1.0)
 
     # -- Cold start, process level ------------------------------------------------------------------
 
@@ -344,7 +383,7 @@ class Run:
         spec = self.profile.process_cold_start
         if not spec or self.s.targets:
             return []
-        from harness.load.processes import http_ok
+        from harness.load.processes import wait_ready
 
         body, ctype = _probe_image()
         out = []
@@ -387,26 +426,52 @@ class Run:
     # -- The whole run -------------------------------------------------------------------------------
 
     def execute(self) -> int:
-        """Do the run; the exit code is the verdict's (0 pass, 1 fail, 2 invalid)."""
-        raw = self.out / "raw"
-        if raw.exists():
-            shutil.rmtree(raw)
-        raw.mkdir(parents=True, exist_ok=True)
-        (self.out / "logs").mkdir(exist_ok=True)
+        """Do the run; the exit code is the verdict's (0 pass, 1 fail, 2 invalid or inconclusive,
+        3 interrupted). Once the run is under way, results.json and report.html are written whatever
+        happens; an error before any verdict (a PoP that does not start) leaves neither, nor RUNNING."""
+        self.begin_output()
         started = time.time()
         self.say(
             f"[bold]edgeharness run[/]: profile {self.profile.name} ({self.profile.shape}), "
             f"{len(self.profile.regions)} regions, {self.profile.duration_s:g} s -> {self.out}"
         )
+        process_cold: list[dict[str, Any]] = []
+        server = None
         with Supervisor() as sup:
-            self.ensure_model(sup)
-            if self.s.stack:
-                self.attach_stack(sup)
-            self.start_pops(sup)
-            self.drive(sup)
-            process_cold = self.process_cold_starts(sup)
-            server = self.server_side()
+            try:
+                self.ensure_model(sup)
+                if self.s.stack:
+                    self.attach_stack(sup)
+                self.start_pops(sup)
+                self.drive(sup)
+                if self.interrupted is None:
+                    process_cold = self.process_cold_starts(sup)
+                    server = self.server_side()
+            except KeyboardInterrupt as exc:
+                self.interrupted = signal_name(exc)
+                self.say(f"[yellow]interrupted ({self.interrupted}): stopping, then judging what was gathered[/]")
+                try:
+                    self.stop_locust(LOCUST_STOP_WAIT_S)
+                except KeyboardInterrupt:
+                    for c in self.locust:
+                        c.kill()
+            except Exception:
+                # No verdict (a PoP that would not start, a bad target): the folder must not say "running".
+                (self.out / "RUNNING").unlink(missing_ok=True)
+                raise
         return self.finish(started, process_cold, server)
+
+    def begin_output(self) -> None:
+        """A fresh output folder: no old verdict that could look current, a RUNNING marker, empty raw/."""
+        self.out.mkdir(parents=True, exist_ok=True)
+        for name in ("results.json", "report.html"):
+            (self.out / name).unlink(missing_ok=True)
+        (self.out / "RUNNING").write_text(f"started {time.time():.3f}\n", encoding="utf-8")
+        raw = self.out / "raw"
+        if raw.exists():
+            shutil.rmtree(raw)
+        raw.mkdir(parents=True, exist_ok=True)
+        (self.out / "logs").mkdir(exist_ok=True)
 
     def attach_stack(self, sup: Supervisor) -> None:
         """Point the run at the telemetry pipeline: its handlers become the targets, its collectors
@@ -451,67 +516,51 @@ class Run:
         return {"source": "prometheus", "url": state["prometheus"], "regions": figures, "error": error}
 
     def finish(self, started: float, process_cold: list[dict[str, Any]], server: dict[str, Any] | None = None) -> int:
-        """Aggregate the samples, judge, write results.json and report.html, print the table."""
-        from harness.load.recorder import aggregate, read_samples, timeseries
-        from harness.report.html import write_report
+        """Judge the samples with what the run knows (harness.verdict), write results.json and report.html,
+        print the table."""
+        from harness.load.recorder import read_samples
         from harness.report.terminal import print_verdict
-        from harness.verdict.slo import evaluate
+        from harness.verdict.facts import RunFacts
+        from harness.verdict.results import build_results, write_outputs
 
-        samples = read_samples(self.out)
-        figures = aggregate(samples, self.profile.late_threshold_ms)
-        for region, fig in (server or {}).get("regions", {}).items():
-            if region in figures["regions"]:
-                figures["regions"][region]["server_latency_ms"] = {"count": fig["requests"], **fig["latency_ms"]}
-        measured_s = measured_duration(samples, self.profile.duration_s)
-        verdict = evaluate(
-            self.slo, figures, duration_s=measured_s, expects_cold_starts=self.profile.expects_cold_starts
-        )
-        if not samples:
-            verdict.update(status="invalid", exit_code=2, valid=False)
-            verdict["invalid_reasons"].append("no samples were recorded (see logs/locust*.log)")
+        notes: list[str] = []
+        samples = read_samples(self.out, notes)
         if self.profile.expects_cold_starts and self.profile.process_cold_start and not process_cold:
-            verdict["notes"] = ["process-level cold start not measured (external targets)"]
-        results = {
-            "schema": "edgeharness.results/1",
-            "verdict": verdict,
-            "run": {
-                "settings": self.s.to_dict(),
-                "profile": self.profile.to_dict(),
-                "started_at": started,
-                "t0": self.t0,
-                "finished_at": time.time(),
-                "duration_s": measured_s,
-                "planned_duration_s": self.profile.duration_s,
-                "python": sys.version.split()[0],
-                "platform": platform.platform(),
-                "latency_basis": "client latency from the intended send time (open model), emulated RTT "
-                "excluded; e2e_latency_ms adds the emulated RTT",
-            },
-            "pops": {
-                r: {
-                    "url": p.url,
-                    "local": p.child is not None,
-                    "ready_s": p.ready_s,
-                    "events": p.events,
-                    **figures["pops"].get(r, {}),
-                }
+            notes.append("process-level cold start not measured (external targets, or the run was cut short)")
+        facts = RunFacts(
+            settings=self.s.to_dict(),
+            profile=self.profile,
+            slo=self.slo,
+            started_at=started,
+            t0=self.t0,
+            finished_at=time.time(),
+            planned_duration_s=self.profile.duration_s,
+            load_processes=load_process_facts(self.out, self.plan, self.expected_processes(), self.interrupted),
+            interrupted=self.interrupted,
+            pops={
+                r: {"url": p.url, "local": p.child is not None, "ready_s": p.ready_s, "events": p.events}
                 for r, p in self.pops.items()
             },
-            "regions": figures["regions"],
-            "process_cold_start": process_cold,
-            "server_side": server,
-            "timeseries": timeseries(samples),
-            "catalogue": {
-                "file": self.catalogue.file,
-                "regions": {name: vars(r) for name, r in sorted(self.catalogue.regions.items())},
-                "used": sorted(set(self.profile.regions) | set(self.pops)),
-            },
-        }
-        (self.out / "results.json").write_text(json.dumps(results, indent=2), encoding="utf-8")
-        write_report(results, self.out / "report.html", samples)
+            process_cold_start=process_cold,
+            server_side=server,
+            catalogue=self.catalogue,
+            notes=notes,
+        )
+        results = build_results(facts, samples)
+        from harness.report import extras as ex  # --pricing, --baseline, --junit, --summary-md
+
+        more = ex.prepare(results, samples, self.slo, self.out, pricing=self.s.pricing, baseline=self.s.baseline)
+        write_outputs(results, self.out, samples, more.sections)
         print_verdict(results, self.console)
+        ex.publish(results, more, self.out, self.console, junit=self.s.junit, summary_md=self.s.summary_md)
         self.say(f"results: {self.out / 'results.json'}   report: {self.out / 'report.html'}")
-        return int(verdict["exit_code"])
+        return results.verdict.exit_code
+
+    def expected_processes(self) -> list[tuple[str, str | None]]:
+        """The load processes this run starts, as the gathering Locust names them."""
+        if self.s.workers <= 0:
+            return [("local", None)]
+        return [(f"worker-{i}", None) for i in range(self.s.workers)]
 
     def say(self, text: str) -> None:
         """A progress line, unless quiet."""
@@ -519,13 +568,79 @@ class Run:
             self.console.print(text)
 
 
-def measured_duration(samples: list[Any], planned_s: float, slack_s: float = 2.0) -> float:
-    """How long the schedule really ran: the plan's length if arrivals reached its end (within slack_s,
-    for sparse tails), else the last intended arrival's time (the load processes stopped early)."""
-    if not samples:
-        return 0.0
-    last = max(s.t_s for s in samples)
-    return planned_s if last >= planned_s - slack_s else round(last, 3)
+def signal_name(exc: KeyboardInterrupt) -> str:
+    """SIGINT for Ctrl-C, else the signal the Supervisor turned into KeyboardInterrupt ("signal 15")."""
+    text = str(exc)
+    if text.startswith("signal "):
+        try:
+            return signal.Signals(int(text.split()[1])).name
+        except ValueError:
+            return text
+    return "SIGINT"
+
+
+def wait_all_ready(pops: list[Pop], timeout_s: float) -> list[Pop]:
+    """Poll every PoP's /readyz until all answer; each one's ready_s is its own spawn-to-ready time.
+    RuntimeError (with the log tail) if one dies or the time runs out. Returns them in the order they
+    became ready."""
+    order: list[Pop] = []
+    waiting = [p for p in pops if p.child is not None]
+    start = time.monotonic()
+    while waiting:
+        for pop in list(waiting):
+            child = pop.child
+            assert child is not None
+            if not child.alive():
+                raise RuntimeError(
+                    f"{child.name} exited with status {child.proc.returncode} before it was ready:\n{child.log_tail()}"
+                )
+            if http_ok(pop.url + "/readyz", timeout_s=1.0):
+                pop.ready_s = time.monotonic() - child.started
+                order.append(pop)
+                waiting.remove(pop)
+        if time.monotonic() - start > timeout_s:
+            names = ", ".join(p.region for p in waiting)
+            raise RuntimeError(f"PoP(s) {names} not ready after {timeout_s:g} s\n{waiting[0].child.log_tail()}")
+        if waiting:
+            time.sleep(0.02)
+    return order
+
+
+def load_process_facts(
+    out: Path, plan: Plan | None, expected: list[tuple[str, str | None]], interrupted: str | None
+) -> list[LoadProcessFacts]:
+    """Every load process's share of the plan and how far it got, from the ledger the gathering Locust
+    kept (OUT/raw/processes.json); without one (Locust died before the start), from the plan alone.
+    A process still marked running was never heard to stop: lost, or interrupted with the run."""
+    from harness.verdict.facts import LoadProcessFacts
+
+    if plan is None:
+        return []
+    ledger = Ledger.read(out)
+    cut = INTERRUPTED if interrupted else LOST
+    facts: list[LoadProcessFacts] = []
+    if ledger is None or not ledger.processes:
+        assignments, orphans = assign(plan.profile["regions"], expected)
+        for a in assignments:
+            facts.append(LoadProcessFacts(a.name, list(a.shares), plan.planned(a), cut, None))
+    else:
+        orphans = ledger.orphans
+        for rec in ledger.processes.values():
+            state = rec.state if rec.state in (FINISHED, LOST, INTERRUPTED) else cut
+            if rec.state == RUNNING and not interrupted:
+                state = LOST
+            facts.append(
+                LoadProcessFacts(
+                    rec.name, list(rec.shares), dict(rec.planned), state, rec.last_flush_t_s, rec.rtt_measured
+                )
+            )
+    if orphans:
+        # Regions no load process generated (e.g. workers pinned elsewhere): all their arrivals are lost.
+        from harness.load.plan import Assignment, Share
+
+        nobody = Assignment("no-load-process", {r: Share() for r in orphans})
+        facts.append(LoadProcessFacts(nobody.name, list(orphans), plan.planned(nobody), LOST, None))
+    return facts
 
 
 def _probe_image() -> tuple[bytes, str]:
@@ -535,18 +650,12 @@ def _probe_image() -> tuple[bytes, str]:
 
 
 def _post(url: str, body: bytes, ctype: str) -> tuple[int, str]:
-    import urllib.error
-    import urllib.request
+    from harness.load.processes import http_client
 
-    req = urllib.request.Request(
-        url + "/v1/classify?top_k=5", data=body, method="POST", headers={"Content-Type": ctype}
+    resp = http_client().post(
+        url + "/v1/classify", params={"top_k": 5}, content=body, headers={"Content-Type": ctype}, timeout=120
     )
-    try:
-        with urllib.request.urlopen(req, timeout=120) as resp:
-            resp.read()
-            return resp.status, resp.headers.get("X-Cold-Start", "")
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.headers.get("X-Cold-Start", "")
+    return resp.status_code, resp.headers.get("X-Cold-Start", "")
 
 
 def run(settings: RunSettings) -> int:
@@ -555,8 +664,8 @@ def run(settings: RunSettings) -> int:
 
 
 def rejudge(out: Path, slo: str | None = None, quiet: bool = False) -> int:
-    """Judge the samples already under out/raw (e.g. gathered from workers on several machines) against
-    the plan in out/plan.json, rewriting results.json and report.html; returns the verdict's exit code."""
+    """Judge the samples already under out/raw against the plan in out/plan.json (and the load processes'
+    ledger, when there is one), rewriting results.json and report.html; returns the verdict's exit code."""
     plan_path = Path(out) / "plan.json"
     if not plan_path.exists():
         raise ConfigError(plan_path, None, "no plan.json: not a run directory")
@@ -571,15 +680,44 @@ def rejudge(out: Path, slo: str | None = None, quiet: bool = False) -> int:
     )
     r = Run(settings, profile=Profile.from_dict(plan.profile))
     r.pops = {pop: Pop(pop, url) for pop, url in plan.targets.items()}
+    r.t0 = plan.start_at
+    ledger = Ledger.read(out)
+    # Without a ledger (a run from before it existed) the accounting is unknown, not guessed.
+    r.plan = plan if ledger is not None else None
     previous = Path(out) / "results.json"
+    cold: list[dict[str, Any]] = []
     if previous.exists():
-        # Keep what only the live run knew: PoP outages and process-level cold starts.
+        # Keep what only the live run knew: PoP outages, process-level cold starts, an interruption.
         try:
             before = json.loads(previous.read_text(encoding="utf-8"))
         except ValueError:
             before = {}
         for pop, p in r.pops.items():
             p.events = before.get("pops", {}).get(pop, {}).get("events", [])
-        return r.finish(time.time(), before.get("process_cold_start", []))
-    r.t0 = plan.start_at
-    return r.finish(time.time(), [])
+            p.ready_s = before.get("pops", {}).get(pop, {}).get("ready_s")
+        cold = before.get("process_cold_start", [])
+        r.interrupted = (before.get("run") or {}).get("interrupted")
+    return r.finish(time.time(), cold)
+
+
+def judge_gathered(out: Path, plan: Plan, interrupted: str | None) -> int:
+    """Judge a run the gathering Locust process ran by itself (a plain `locust -f`, headless or web UI):
+    the plan, the ledger and the samples under `out`; returns the verdict's exit code."""
+    import os
+
+    from rich.console import Console
+
+    settings = RunSettings(
+        profile=plan.profile.get("name", "plan"),
+        slo=os.environ.get("EDGE_SLO") or None,
+        out=Path(out),
+        targets=dict(plan.targets),
+        workers=plan.instances_per_region,
+    )
+    r = Run(settings, console=Console(highlight=False, width=150, stderr=True), profile=Profile.from_dict(plan.profile))
+    r.pops = {pop: Pop(pop, url) for pop, url in plan.targets.items()}
+    ledger = Ledger.read(out)
+    r.t0 = ledger.t0 if ledger is not None and ledger.t0 is not None else plan.start_at
+    r.plan = plan
+    r.interrupted = interrupted
+    return r.finish(r.t0 or time.time(), [])

@@ -13,6 +13,7 @@ from typing import Any
 
 from harness.load.processes import Supervisor
 from harness.load.runner import Run, RunSettings
+from harness.verdict.model import read_results
 
 
 def next_rate(steps: list[dict[str, Any]], start: float, max_rate: float) -> float | None:
@@ -63,19 +64,18 @@ def sweep(settings: RunSettings, *, region: str | None, start_rate: float, max_r
             run.profile.rates = {}
             base.say(f"[bold]sweep step {len(history) + 1}[/]: {region} at {rate:g} req/s")
             code = run.execute()
-            results = json.loads((step_settings.out / "results.json").read_text(encoding="utf-8"))
-            r = results["regions"].get(region, {})
-            warm = r.get("client_latency_ms", {}).get("warm", {})
+            results = read_results(step_settings.out / "results.json")
+            r = results.regions.get(region)
             history.append(
                 {
                     "rate": rate,
-                    "status": results["verdict"]["status"],
+                    "status": results.verdict.status,
                     "exit_code": code,
-                    "p50_ms": warm.get("p50"),
-                    "p99_ms": warm.get("p99"),
-                    "error_rate": r.get("error_rate"),
-                    "failed": results["verdict"]["failed"],
-                    "invalid_reasons": results["verdict"]["invalid_reasons"],
+                    "p50_ms": r.client_latency_ms.warm.value("p50") if r else None,
+                    "p99_ms": r.client_latency_ms.warm.value("p99") if r else None,
+                    "error_rate": r.error_rate if r else None,
+                    "failed": results.verdict.failed,
+                    "invalid_reasons": results.verdict.invalid_reasons,
                     "out": str(step_settings.out),
                 }
             )

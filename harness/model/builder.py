@@ -18,18 +18,13 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from harness.model.manifest import ModelManifest, manifest_path, read_manifest, sha256_file, write_atomic
+from harness.model.signature import IMAGE_SIZE, INPUT_NAME, OUTPUT_NAME, PIXELS_NAME
 
 OPSET = 13
 # IR 8 (with opset 13) loads in every ONNX Runtime this project supports and in most other runtimes.
 IR_VERSION = 8
 # 2.0.0: uint8 NHWC pixels in, normalisation folded into the stem (1.x took normalised float NCHW).
 MODEL_VERSION = "2.0.0"
-INPUT_NAME = "input"
-# The pixels as float (the graph's Cast): the one tensor whose int8 quantization is pinned to the
-# identity (scale 1, zero point 0), so that the int8 model can drop Cast and Quantize altogether.
-PIXELS_NAME = "input.float"
-OUTPUT_NAME = "logits"
-IMAGE_SIZE = 224
 NUM_CLASSES = 1000
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)

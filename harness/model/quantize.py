@@ -12,7 +12,7 @@ from onnx import numpy_helper
 from PIL import Image
 
 from harness import images
-from harness.model.builder import IMAGE_SIZE, INPUT_NAME, PIXELS_NAME
+from harness.model.signature import IMAGE_SIZE, INPUT_NAME, PIXELS_NAME
 
 CALIBRATION_IMAGES = 24
 CALIBRATION_SEED = 1000

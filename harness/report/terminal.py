@@ -1,13 +1,32 @@
-"""The per-region verdict table printed at the end of a run (rich)."""
+"""The per-region verdict table printed at the end of a run (rich), read from the typed results.
+
+Every name that came from a file (region, PoP, profile, reason) is escaped: `[` would otherwise be read
+as rich markup.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
-STATUS_STYLE = {"pass": "green", "fail": "bold red", "insufficient": "yellow", "not_observed": "dim"}
+from harness.verdict.model import PCT_KEYS, Estimate, Results, ServerSide, Summary
+
+STATUS_STYLE = {
+    "pass": "green",
+    "fail": "bold red",
+    "inconclusive": "yellow",
+    "no_data": "yellow",
+    "not_observed": "dim",
+}
+VERDICT_STYLE = {
+    "pass": "bold green",
+    "fail": "bold red",
+    "invalid": "bold yellow",
+    "inconclusive": "bold yellow",
+    "interrupted": "bold magenta",
+}
 
 
-def _fmt(v: Any, unit: str = "ms") -> str:
+def _fmt(v: float | None, unit: str = "ms") -> str:
     if v is None:
         return "-"
     if unit == "fraction":
@@ -15,112 +34,120 @@ def _fmt(v: Any, unit: str = "ms") -> str:
     return f"{v:.3f}" if v < 100 else f"{v:.1f}"
 
 
-def print_verdict(results: dict[str, Any], console: Any) -> None:
-    """Print per-region figures, every SLO check, and the verdict line."""
+def _short(v: float) -> str:
+    return f"{v:.2f}" if v < 10 else f"{v:.1f}" if v < 100 else f"{v:.0f}"
+
+
+def fmt_interval(lo: float | None, hi: float | None, short: bool = False) -> str:
+    """`[1.234, 1.456]` (short: 3 significant digits), an open end shown as `..` (too few samples for
+    that bound)."""
+    f = _short if short else _fmt
+    return f"[{'..' if lo is None else f(lo)}, {'..' if hi is None else f(hi)}]"
+
+
+def fmt_estimate(est: Estimate | None, sep: str = " ", short: bool = False) -> str:
+    """`1.302 [1.234, 1.456]`: the point estimate and its confidence interval."""
+    if est is None:
+        return "-"
+    return f"{_fmt(est.value)}{sep}{fmt_interval(est.lo, est.hi, short)}"
+
+
+def print_verdict(results: Results, console: Any) -> None:
+    """Print per-region figures (each percentile with its interval), every SLO check, and the verdict."""
+    from rich.markup import escape
     from rich.table import Table
 
-    regions = results["regions"]
-    t = Table(title="Per region (client latency in ms from intended send; warm requests)", title_justify="left")
-    for col in (
-        "region",
-        "verdict",
-        "PoP(s)",
-        "ok",
-        "err",
-        "drop",
-        "late",
-        "cold",
-        "p50",
-        "p90",
-        "p95",
-        "p99",
-        "p99.9",
-        "+RTT p50",
-        "inference p50",
-    ):
-        t.add_column(col, justify="left" if col in ("region", "verdict", "PoP(s)") else "right")
-    need = results["verdict"].get("validity_rules", {}).get("min_samples", {})
-
-    def pct(w: dict[str, Any], key: str) -> str:
-        # A percentile with fewer samples than a claim needs is shown, but marked as not claimable.
-        text = _fmt(w.get(key))
-        return f"[dim]{text}*[/]" if w.get("count", 0) < need.get(key, 0) else text
-
-    for name, r in regions.items():
-        statuses = {ch["status"] for ch in results["verdict"]["checks"] if ch["region"] == name}
-        own = "fail" if "fail" in statuses else "invalid" if "insufficient" in statuses else "pass"
-        style = {"pass": "green", "fail": "bold red", "invalid": "yellow"}[own]
-        c = r["counts"]
-        w = r["client_latency_ms"]["warm"]
-        pops = ", ".join(f"{p} ({v['rtt_ms']:g} ms)" for p, v in r["pops"].items())
+    verdict = results.verdict
+    conf = verdict.validity_rules.confidence
+    t = Table(
+        title=f"Per region: warm client latency in ms from intended send, point [{conf:.0%} interval]",
+        title_justify="left",
+    )
+    for col in ("region", "verdict", "PoP(s)", "planned", "ok", "err", "drop", "late", "lost", *PCT_KEYS):
+        t.add_column(
+            escape(col), justify="left" if col in ("region", "verdict", "PoP(s)") else "right", no_wrap=col != "PoP(s)"
+        )
+    for name, r in results.regions.items():
+        statuses = {ch.status for ch in verdict.checks if ch.region == name}
+        # The region's own verdict, with the run's precedence: invalid, fail, inconclusive, pass.
+        invalid = any(reason.startswith(f"{name}:") for reason in verdict.invalid_reasons)
+        if invalid or "no_data" in statuses or r.counts.lost or not r.counts.recorded:
+            own = "invalid"
+        elif "fail" in statuses:
+            own = "fail"
+        else:
+            own = "inconclusive" if "inconclusive" in statuses else "pass"
+        c = r.counts
+        w: Summary = r.client_latency_ms.warm
+        pops = ", ".join(f"{p} {v.rtt_ms:g} ms{' measured' if r.rtt_measured else ''}" for p, v in r.pops.items())
         t.add_row(
-            name,
-            f"[{style}]{own.upper()}[/]",
-            pops,
-            str(c["ok"]),
-            str(c["errors"]),
-            str(c["dropped"]),
-            str(c["late"]),
-            str(c["cold"]),
-            pct(w, "p50"),
-            pct(w, "p90"),
-            pct(w, "p95"),
-            pct(w, "p99"),
-            pct(w, "p99.9"),
-            _fmt(r["e2e_latency_ms"]["warm"].get("p50")),
-            _fmt(r["server_inference_ms"].get("p50")),
+            escape(name),
+            f"[{VERDICT_STYLE.get(own, '')}]{own.upper()}[/]",
+            escape(pops),
+            "-" if c.planned is None else str(c.planned),
+            str(c.ok),
+            str(c.errors),
+            str(c.dropped),
+            str(c.late),
+            "-" if c.lost is None else str(c.lost),
+            # The interval on a line of its own under the estimate: rows stay two lines at any width.
+            *(escape(fmt_estimate(w.percentiles.get(k), "\n", short=True)) for k in PCT_KEYS),
         )
     console.print(t)
-    console.print("[dim]* too few samples to claim this percentile (validity.min_samples)[/]")
-    verdict = results["verdict"]
-    checks = Table(title="SLO checks", title_justify="left")
-    for col in ("region", "metric", "pct", "threshold", "measured", "samples", "status"):
+    checks = Table(title=f"SLO checks ({conf:.0%} confidence intervals)", title_justify="left")
+    for col in ("region", "metric", "pct", "threshold", "measured", "interval", "samples", "status"):
         checks.add_column(col)
-    for ch in verdict["checks"]:
-        style = STATUS_STYLE.get(ch["status"], "")
+    for ch in verdict.checks:
+        style = STATUS_STYLE.get(ch.status, "")
+        metric = ch.metric + (f" [{ch.strategy}]" if ch.strategy else "")
         checks.add_row(
-            ch["region"],
-            ch["metric"],
-            ch["percentile"] or "",
-            _fmt(ch["threshold"], ch["unit"]),
-            _fmt(ch["measured"], ch["unit"]),
-            f"{ch['samples']}/{ch['required_samples']}",
-            f"[{style}]{ch['status']}[/]",
+            escape(ch.region),
+            escape(metric),
+            ch.percentile or "",
+            _fmt(ch.threshold, ch.unit),
+            _fmt(ch.measured, ch.unit),
+            escape(fmt_interval(ch.lo, ch.hi)) if ch.percentile else "",
+            str(ch.samples) + (f" (~{ch.needed_samples} needed)" if ch.needed_samples else ""),
+            f"[{style}]{ch.status}[/]",
         )
     console.print(checks)
-    server = results.get("server_side")
-    if server:
-        console.print(_server_side_table(server))
-    for pc in results.get("process_cold_start", []):
+    if results.server_side:
+        console.print(_server_side_table(results.server_side))
+    for pc in results.process_cold_start:
         console.print(
-            f"process cold start ({pc['region']}, #{pc['repeat'] + 1}): ready {pc['ready_ms']} ms, "
-            f"first response {pc['first_response_ms']} ms"
+            escape(
+                f"process cold start ({pc.region}, {pc.strategy}, #{pc.repeat + 1}): ready "
+                f"{_fmt(pc.spawn_to_ready_ms)} ms, first answer {_fmt(pc.spawn_to_first_answer_ms)} ms"
+            )
         )
-    status = verdict["status"]
-    colour = {"pass": "bold green", "fail": "bold red", "invalid": "bold yellow"}[status]
-    console.print(f"[{colour}]VERDICT: {status.upper()}[/] (exit {verdict['exit_code']})")
-    for reason in verdict["invalid_reasons"]:
-        console.print(f"  [yellow]invalid:[/] {reason}")
-    for name in verdict["failed"]:
-        console.print(f"  [red]failed:[/] {name}")
+    colour = VERDICT_STYLE[verdict.status]
+    console.print(f"[{colour}]VERDICT: {verdict.status.upper()}[/] (exit {verdict.exit_code})")
+    for note in verdict.notes:
+        console.print(f"  [dim]note:[/] {escape(note)}")
+    for reason in verdict.invalid_reasons:
+        console.print(f"  [yellow]invalid:[/] {escape(reason)}")
+    for name in verdict.failed:
+        console.print(f"  [red]failed:[/] {escape(name)}")
+    for reason in verdict.inconclusive_reasons:
+        console.print(f"  [yellow]inconclusive:[/] {escape(reason)}")
 
 
-def _server_side_table(server: dict[str, Any]) -> Any:
+def _server_side_table(server: ServerSide) -> Any:
     """The handlers' own latency per region, from Prometheus: beside the client's figures above."""
+    from rich.markup import escape
     from rich.table import Table
 
-    t = Table(title=f"Server side, from Prometheus ({server['url']}; ms)", title_justify="left")
+    t = Table(title=escape(f"Server side, from Prometheus ({server.url}; ms)"), title_justify="left")
     for col in ("region", "requests", "5xx", "p50", "p90", "p95", "p99", "inference p50"):
         t.add_column(col, justify="left" if col == "region" else "right")
-    if server.get("error"):
-        t.add_row(f"[yellow]unavailable: {server['error']}[/]", *[""] * 7)
-    for name, r in sorted(server["regions"].items()):
-        lat = r["latency_ms"]
+    if server.error:
+        t.add_row(f"[yellow]unavailable: {escape(server.error)}[/]", *[""] * 7)
+    for name, r in sorted(server.regions.items()):
         t.add_row(
-            name,
-            str(r["requests"]),
-            str(r["errors"]),
-            *(_fmt(lat.get(k)) for k in ("p50", "p90", "p95", "p99")),
-            _fmt(r["inference_ms"].get("p50")),
+            escape(name),
+            str(r.requests),
+            str(r.errors),
+            *(_fmt(r.latency_ms.get(k)) for k in ("p50", "p90", "p95", "p99")),
+            _fmt(r.inference_ms.get("p50")),
         )
     return t

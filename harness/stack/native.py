@@ -307,18 +307,15 @@ def is_ours(svc: dict[str, Any]) -> bool:
 
 
 def alive(pid: int) -> bool:
-    """The process exists and is not a zombie."""
+    """The process exists and is not a zombie (exited, not yet reaped: gone, as far as we care)."""
+    import psutil
+
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
         return False
-    except PermissionError:
+    except psutil.AccessDenied:
         return True
-    # A zombie (exited, not yet reaped) counts as gone.
-    with contextlib.suppress(OSError), open(f"/proc/{pid}/stat", encoding="ascii") as f:
-        if f.read().rsplit(")", 1)[1].split()[0] == "Z":
-            return False
-    return True
 
 
 def status(run_dir: Path) -> list[dict[str, Any]]:

@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import json
 import time
-import urllib.error
-import urllib.parse
-import urllib.request
 from typing import Any
 
 
@@ -20,14 +17,13 @@ class PrometheusClient:
         self.timeout_s = timeout_s
 
     def _get(self, path: str, params: dict[str, str] | None = None) -> tuple[int, bytes]:
-        query = f"?{urllib.parse.urlencode(params)}" if params else ""
+        import httpx
+
         try:
-            with urllib.request.urlopen(f"{self.url}{path}{query}", timeout=self.timeout_s) as response:
-                return response.status, response.read()
-        except urllib.error.HTTPError as error:
-            return error.code, error.read()
-        except (urllib.error.URLError, OSError) as error:
+            response = httpx.get(f"{self.url}{path}", params=params, timeout=self.timeout_s)
+        except httpx.HTTPError as error:
             raise PrometheusError(f"Prometheus at {self.url} did not answer: {error}") from error
+        return response.status_code, response.content
 
     def ready(self) -> bool:
         try:

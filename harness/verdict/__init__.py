@@ -1,1 +1,2 @@
-"""The verdict: SLO files, their checks against a run's figures, and the run's validity."""
+"""The verdict: SLO files, percentiles with confidence intervals, every planned arrival accounted for, and
+the one typed results model (results.json) that the terminal and the report read."""

@@ -1,42 +1,86 @@
-"""SLO files and the verdict: per-region thresholds, validity rules (MLPerf LoadGen style), exit codes.
+"""SLO files and their checks: per-region thresholds judged with confidence intervals.
 
-An invalid run (too short, too few samples for a claimed percentile, a generator that fell behind) is
-reported as invalid and exits 2, whatever its checks say; otherwise any failed check exits 1.
+A percentile check passes when the upper end of its confidence interval is within the threshold, fails
+when the lower end is above it, and is inconclusive otherwise (too few samples to tell at the SLO file's
+`validity.confidence`). The file's structure is checked by a JSON Schema (with file:line messages);
+rules that span fields are checked here in code.
 """
 
 from __future__ import annotations
 
-import math
-import re
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from harness.load.yamlfile import ConfigError, Document, load
+from harness.verdict.model import EXIT_CODES, FAIL, INVALID, PASS, PCT_KEYS, Check, ValidityRules, pct_fraction
+from harness.verdict.stats import interval_ranks, samples_to_decide
 
-EXIT_PASS, EXIT_FAIL, EXIT_INVALID = 0, 1, 2
-PCT_KEYS = ("p50", "p90", "p95", "p99", "p99.9")
-# Latency metrics an SLO may bound, each by percentile; where the figures live in a region's results.
+EXIT_PASS, EXIT_FAIL, EXIT_INVALID, EXIT_INTERRUPTED = EXIT_CODES[PASS], EXIT_CODES[FAIL], EXIT_CODES[INVALID], 3
+# Latency metrics an SLO may bound, each by percentile: what each one measures.
 METRICS = {
-    "client_latency_ms": ("client_latency_ms", "warm"),  # loopback client latency, emulated RTT excluded
-    "e2e_latency_ms": ("e2e_latency_ms", "warm"),  # client latency plus the emulated network RTT
-    "server_inference_ms": ("server_inference_ms", None),  # the handler's own inference time
-    "server_total_ms": ("server_total_ms", None),
-    # The handlers' own request latency from Prometheus; present only in runs with the telemetry stack.
-    "server_latency_ms": ("server_latency_ms", None),
-    "cold_start_ms": ("client_latency_ms", "cold"),  # client latency of requests that met a cold PoP
+    "client_latency_ms": "loopback client latency of warm requests, emulated RTT excluded",
+    "e2e_latency_ms": "warm client latency plus the emulated network RTT",
+    "server_inference_ms": "the handler's own inference time (Server-Timing)",
+    "server_total_ms": "the handler's own total time (Server-Timing)",
+    "server_latency_ms": "the handlers' request latency from Prometheus (runs with the telemetry stack)",
+    "cold_start_ms": "model-level cold start: client latency of requests that met a cold PoP",
+    "process_cold_start_ms": "process-level cold start: spawn to first answer, per start strategy",
 }
-DEFAULT_MIN_SAMPLES = {"p50": 100, "p90": 100, "p95": 200, "p99": 1000, "p99.9": 10000}
+PROM_DURATION = r"^([0-9]+(ms|s|m|h|d|w|y))+$"
 
-
-@dataclass
-class Validity:
-    """The rules a run must meet for its percentiles to mean anything."""
-
-    min_duration_s: float = 30.0
-    min_samples: dict[str, int] = field(default_factory=lambda: dict(DEFAULT_MIN_SAMPLES))
-    min_cold_samples: int = 5
-    max_late_fraction: float = 0.05
+_PERCENTILES = {
+    "type": "object",
+    "propertyNames": {"enum": list(PCT_KEYS)},
+    "additionalProperties": {"type": "number", "exclusiveMinimum": 0},
+    "minProperties": 1,
+}
+_REGION = {
+    "type": "object",
+    "properties": {
+        **{m: _PERCENTILES for m in METRICS},
+        "error_rate": {"type": "number", "exclusiveMinimum": 0, "maximum": 1},
+        # Cost per million requests (the pricing file's currency), judged with `run --pricing FILE`.
+        "cost_per_million": {"type": "number", "exclusiveMinimum": 0},
+    },
+    "additionalProperties": False,
+}
+# Tolerances of `edgeharness compare` and `run --baseline` (harness.compare).
+_REGRESSION = {
+    "type": "object",
+    "properties": {
+        "metric": {"enum": ["client_latency_ms", "server_total_ms", "e2e_latency_ms"]},
+        "percentiles": {"type": "array", "items": {"enum": list(PCT_KEYS)}, "minItems": 1},
+        "tolerance_ms": {"type": "number", "minimum": 0},
+        "tolerance_pct": {"type": "number", "minimum": 0},
+    },
+    "additionalProperties": False,
+}
+SLO_SCHEMA: dict[str, Any] = {
+    "$schema": "https://json-schema.org/draft/2020-12/schema",
+    "type": "object",
+    "properties": {
+        "description": {"type": "string"},
+        "objective": {"type": "number", "exclusiveMinimum": 0, "exclusiveMaximum": 1},
+        "window": {"type": "string", "pattern": PROM_DURATION},
+        "defaults": _REGION,
+        "regions": {"type": "object", "additionalProperties": _REGION},
+        "regression": _REGRESSION,
+        "validity": {
+            "type": "object",
+            "properties": {
+                "confidence": {"type": "number", "exclusiveMinimum": 0.5, "exclusiveMaximum": 1},
+                "min_duration_s": {"type": "number", "minimum": 0},
+                "duration_tolerance_s": {"type": "number", "minimum": 0},
+                "min_cold_samples": {"type": "integer", "minimum": 1},
+                "max_late_fraction": {"type": "number", "minimum": 0, "maximum": 1},
+                "min_samples": {},  # refused in code with a message that says what replaced it
+            },
+            "additionalProperties": False,
+        },
+    },
+    "additionalProperties": False,
+}
 
 
 @dataclass
@@ -45,6 +89,7 @@ class RegionSlo:
 
     latency: dict[str, dict[str, float]] = field(default_factory=dict)
     error_rate: float | None = None
+    cost_per_million: float | None = None
 
 
 @dataclass
@@ -53,21 +98,27 @@ class SloSpec:
 
     defaults: RegionSlo
     regions: dict[str, RegionSlo]
-    validity: Validity
+    validity: ValidityRules
     file: str = ""
-    # For `edgeharness slo rules`: the fraction of good events (None: derived per check) and its window.
-    objective: float | None = None
+    objective: float | None = None  # fraction of good events for burn-rate alerts (None: per check)
     window: str = "30d"
+    regression: dict[str, Any] = field(default_factory=dict)  # tolerances of `edgeharness compare`
 
     def for_region(self, region: str) -> RegionSlo:
         """The defaults overlaid with the region's own thresholds."""
         own = self.regions.get(region)
-        merged = RegionSlo({k: dict(v) for k, v in self.defaults.latency.items()}, self.defaults.error_rate)
+        merged = RegionSlo(
+            {k: dict(v) for k, v in self.defaults.latency.items()},
+            self.defaults.error_rate,
+            self.defaults.cost_per_million,
+        )
         if own:
             for metric, pcts in own.latency.items():
                 merged.latency.setdefault(metric, {}).update(pcts)
             if own.error_rate is not None:
                 merged.error_rate = own.error_rate
+            if own.cost_per_million is not None:
+                merged.cost_per_million = own.cost_per_million
         return merged
 
 
@@ -77,182 +128,168 @@ def slo_dir() -> Path:
 
 
 def load_slo(path: str | Path | None = None) -> SloSpec:
-    """Load and check an SLO file (default loadtests/slo/default.yaml); errors name file and line."""
+    """Load and check an SLO file (default loadtests/slo/default.yaml, or a shipped name such as
+    `lenient`); errors name file and line."""
     p = Path(path) if path else slo_dir() / "default.yaml"
     if path and not p.exists() and (slo_dir() / f"{path}.yaml").exists():
         p = slo_dir() / f"{path}.yaml"
     return parse_slo(load(p))
 
 
-def _threshold(doc: Document, value: Any, *path: str | int) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
-        raise doc.error(f"threshold must be a positive number, got {value!r}", *path)
-    return float(value)
-
-
-def _region_slo(doc: Document, data: Any, *path: str) -> RegionSlo:
-    if not isinstance(data, dict):
-        raise doc.error("expected a mapping of metric to thresholds", *path)
+def _region_slo(data: dict[str, Any] | None) -> RegionSlo:
     out = RegionSlo()
-    for metric, value in data.items():
+    for metric, value in (data or {}).items():
         if metric == "error_rate":
-            rate = _threshold(doc, value, *path, metric)
-            if rate > 1:
-                raise doc.error("error_rate is a fraction in (0, 1]", *path, metric)
-            out.error_rate = rate
-        elif metric in METRICS:
-            if not isinstance(value, dict) or not value:
-                raise doc.error(f"{metric} needs percentiles, e.g. {{p50: 10, p99: 50}}", *path, metric)
-            for pct, ms in value.items():
-                if pct not in PCT_KEYS:
-                    raise doc.error(f"unknown percentile {pct!r} (one of {', '.join(PCT_KEYS)})", *path, metric, pct)
-                out.latency.setdefault(metric, {})[pct] = _threshold(doc, ms, *path, metric, pct)
+            out.error_rate = float(value)
+        elif metric == "cost_per_million":
+            out.cost_per_million = float(value)
         else:
-            known = ", ".join([*METRICS, "error_rate"])
-            raise doc.error(f"unknown SLO metric {metric!r} (one of {known})", *path, metric)
+            out.latency[metric] = {pct: float(ms) for pct, ms in value.items()}
     return out
 
 
 def parse_slo(doc: Document) -> SloSpec:
     """Check an SLO document; every error carries the file and line."""
-    data = doc.data
-    if not isinstance(data, dict):
+    if not isinstance(doc.data, dict):
         raise doc.error("an SLO file must be a mapping with `defaults`, `regions`, `validity`")
-    for key in data:
-        if key not in ("defaults", "regions", "validity", "description", "objective", "window"):
-            raise doc.error(f"unknown key `{key}` (defaults, regions, validity, description, objective, window)", key)
-    objective = data.get("objective")
-    if objective is not None and (isinstance(objective, bool) or not isinstance(objective, int | float)
-                                  or not 0 < objective < 1):  # fmt: skip
-        raise doc.error(f"objective is the fraction of good events, in (0, 1); got {objective!r}", "objective")
-    window = data.get("window", "30d")
-    if not isinstance(window, str) or not re.fullmatch(r"([0-9]+(ms|[smhdwy]))+", window):
-        raise doc.error(f"window is a Prometheus duration such as 30d or 4w; got {window!r}", "window")
-    defaults = _region_slo(doc, data.get("defaults") or {}, "defaults")
-    regions: dict[str, RegionSlo] = {}
-    raw_regions = data.get("regions") or {}
-    if not isinstance(raw_regions, dict):
-        raise doc.error("`regions` maps region name to thresholds", "regions")
-    for name, value in raw_regions.items():
-        regions[str(name)] = _region_slo(doc, value, "regions", name)
-    validity = Validity()
-    raw_v = data.get("validity") or {}
-    if not isinstance(raw_v, dict):
-        raise doc.error("`validity` must be a mapping", "validity")
-    for key, value in raw_v.items():
-        if key == "min_samples":
-            if not isinstance(value, dict):
-                raise doc.error("validity.min_samples maps percentile to a count", "validity", key)
-            for pct, n in value.items():
-                if pct not in PCT_KEYS or not isinstance(n, int) or n < 1:
-                    raise doc.error(
-                        f"validity.min_samples: {pct!r}: {n!r} is not a percentile and count", "validity", key, pct
-                    )
-                validity.min_samples[pct] = n
-        elif key in ("min_duration_s", "max_late_fraction"):
-            if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
-                raise doc.error(f"validity.{key} must be a non-negative number", "validity", key)
-            setattr(validity, key, float(value))
-        elif key == "min_cold_samples":
-            if not isinstance(value, int) or value < 1:
-                raise doc.error("validity.min_cold_samples must be a positive integer", "validity", key)
-            validity.min_cold_samples = value
-        else:
-            raise doc.error(f"unknown validity rule `{key}`", "validity", key)
-    return SloSpec(defaults=defaults, regions=regions, validity=validity, file=doc.file,
-                   objective=None if objective is None else float(objective), window=window)  # fmt: skip
+    for key in ("defaults", "regions", "validity"):
+        if key in doc.data and doc.data[key] is None:
+            doc.data[key] = {}  # an empty section (`regions:` followed by comments) means none
+    raw_v = doc.data.get("validity") or {}
+    if isinstance(raw_v, dict) and "min_samples" in raw_v:
+        raise doc.error(
+            "validity.min_samples is gone: a percentile is now claimed with a confidence interval, so the "
+            "samples it needs follow from the data; delete min_samples (and set validity.confidence, default "
+            "0.99, to choose the level)",
+            "validity",
+            "min_samples",
+        )
+    doc.validate(SLO_SCHEMA)
+    data = doc.data
+    validity = ValidityRules(**{k: (int(v) if k == "min_cold_samples" else float(v)) for k, v in raw_v.items()})
+    defaults = _region_slo(data.get("defaults"))
+    regions = {str(name): _region_slo(value) for name, value in (data.get("regions") or {}).items()}
+    spec = SloSpec(
+        defaults=defaults,
+        regions=regions,
+        validity=validity,
+        file=doc.file,
+        objective=float(data["objective"]) if "objective" in data else None,
+        window=str(data.get("window", "30d")),
+        regression=dict(data.get("regression") or {}),
+    )
+    # Cross-field rules: a region listed must say something, and an objective must leave room for the
+    # error rate the file allows.
+    for name, own in regions.items():
+        if not own.latency and own.error_rate is None and own.cost_per_million is None:
+            raise doc.error(f"region {name!r} lists no thresholds (remove it, or give it some)", "regions", name)
+    if spec.objective is not None and defaults.error_rate is not None and defaults.error_rate > 1 - spec.objective:
+        raise doc.error(
+            f"objective {spec.objective:g} allows {1 - spec.objective:.4g} of bad events, less than "
+            f"defaults.error_rate {defaults.error_rate:g}",
+            "objective",
+        )
+    return spec
 
 
-@dataclass
-class Check:
-    """One SLO check: a threshold, the measured value and the outcome."""
-
-    region: str
-    metric: str
-    percentile: str | None
-    threshold: float
-    measured: float | None
-    samples: int
-    required_samples: int
-    status: str  # pass | fail | insufficient (invalidates the run) | not_observed (too few cold starts, unclaimed)
-    unit: str = "ms"
-
-    @property
-    def name(self) -> str:
-        """`nairobi client_latency_ms p50 < 10`."""
-        what = f"{self.metric} {self.percentile}" if self.percentile else self.metric
-        return f"{self.region} {what} <= {self.threshold:g}"
+def check_name(region: str, metric: str, percentile: str | None, threshold: float, strategy: str | None) -> str:
+    """`nairobi client_latency_ms p50 <= 10`."""
+    what = f"{metric} {percentile}" if percentile else metric
+    if strategy:
+        what += f" [{strategy}]"
+    return f"{region} {what} <= {threshold:g}"
 
 
-def required_samples(pct: str, validity: Validity) -> int:
-    """Samples a region needs before `pct` may be claimed: the file's table, else 10 beyond the percentile."""
-    q = float(pct[1:]) / 100.0
-    return validity.min_samples.get(pct, math.ceil(10 / (1 - q)))
-
-
-def evaluate(spec: SloSpec, figures: dict[str, Any], *, duration_s: float, expects_cold_starts: bool) -> dict[str, Any]:
-    """Judge a run: every check, the validity rules, and the verdict with its exit code."""
-    checks: list[Check] = []
-    problems: list[str] = []
-    v = spec.validity
-    if duration_s < v.min_duration_s:
-        problems.append(f"run lasted {duration_s:g} s, under the minimum of {v.min_duration_s:g} s")
-    for region, fig in figures["regions"].items():
-        slo = spec.for_region(region)
-        late = fig.get("late_fraction", 0.0)
-        if late > v.max_late_fraction:
-            problems.append(
-                f"{region}: {late:.1%} of sends were late (max {v.max_late_fraction:.1%}): "
-                "the load generator fell behind its schedule"
-            )
-        for metric, pcts in slo.latency.items():
-            block, sub = METRICS[metric]
-            if block not in fig:
-                continue  # measured only by some runs (server_latency_ms needs --stack): nothing to judge
-            summ = fig.get(block, {})
-            summ = summ.get(sub, {}) if sub else summ
-            n = int(summ.get("count", 0))
-            for pct, threshold in sorted(pcts.items(), key=lambda kv: PCT_KEYS.index(kv[0])):
-                cold = metric == "cold_start_ms"
-                need = v.min_cold_samples if cold else required_samples(pct, v)
-                measured = summ.get(pct)
-                if cold and n < need and not expects_cold_starts:
-                    # A profile that does not aim at cold starts meets few (each PoP's first request):
-                    # too few to judge, and no reason to invalidate the run; reported as such.
-                    status = "not_observed"
-                elif n < need or measured is None:
-                    status = "insufficient"
-                    problems.append(f"{region}: {metric} {pct} needs {need} samples, has {n}")
-                else:
-                    status = "pass" if measured <= threshold else "fail"
-                checks.append(Check(region, metric, pct, threshold, measured, n, need, status))
-        if slo.error_rate is not None:
-            scheduled = fig["counts"]["scheduled"]
-            rate = fig.get("error_rate", 0.0)
-            status = "pass" if rate <= slo.error_rate else "fail"
-            if scheduled == 0:
-                status = "insufficient"
-                problems.append(f"{region}: no requests were scheduled")
-            checks.append(
-                Check(region, "error_rate", None, slo.error_rate, rate, scheduled, 1, status, unit="fraction")
-            )
-    failed = [c for c in checks if c.status == "fail"]
-    if problems:
-        status, code = "invalid", EXIT_INVALID
-    elif failed:
-        status, code = "fail", EXIT_FAIL
+def judge_percentile(
+    region: str,
+    metric: str,
+    pct: str,
+    threshold: float,
+    values_ms: list[float],
+    confidence: float,
+    strategy: str | None = None,
+) -> Check:
+    """pass when the interval's upper end is within the threshold, fail when its lower end is over it,
+    inconclusive otherwise (with the sample count that would decide it at the present rate)."""
+    name = check_name(region, metric, pct, threshold, strategy)
+    n = len(values_ms)
+    if n == 0:
+        return Check(
+            name,
+            region,
+            metric,
+            pct,
+            threshold,
+            None,
+            None,
+            None,
+            0,
+            "no_data",
+            strategy=strategy,
+            reason=f"{name}: no samples",
+        )
+    v = sorted(values_ms)
+    q = pct_fraction(pct)
+    r = interval_ranks(q, n, confidence)
+    measured = v[r.point - 1]
+    lo = v[r.lo - 1] if r.lo >= 1 else None
+    hi = v[r.hi - 1] if r.hi <= n else None
+    check = Check(name, region, metric, pct, threshold, measured, lo, hi, n, "inconclusive", strategy=strategy)
+    if hi is not None and hi <= threshold:
+        check.status = "pass"
+    elif lo is not None and lo > threshold:
+        check.status = "fail"
     else:
-        status, code = "pass", EXIT_PASS
-    return {
-        "status": status,
-        "exit_code": code,
-        "valid": not problems,
-        "invalid_reasons": problems,
-        "failed": [c.name for c in failed],
-        "checks": [asdict(c) | {"name": c.name} for c in checks],
-        "slo_file": spec.file,
-        "validity_rules": asdict(v),
-    }
+        above = sum(x > threshold for x in v)
+        check.needed_samples = samples_to_decide(q, n, above, confidence)
+        if check.needed_samples is None:
+            check.reason = (
+                f"{name}: {pct} is at the threshold ({above} of {n} samples above it); more samples at this "
+                "rate would not decide it"
+            )
+        else:
+            more = check.needed_samples - n
+            check.reason = (
+                f"{name}: {pct} needs about {more} more samples at this rate "
+                f"({check.needed_samples} in all would have sufficed, has {n}; {confidence:.0%} confidence)"
+            )
+    return check
 
 
-__all__ = ["EXIT_FAIL", "EXIT_INVALID", "EXIT_PASS", "ConfigError", "SloSpec", "evaluate", "load_slo"]
+def judge_error_rate(region: str, limit: float, rate: float, recorded: int) -> Check:
+    """The error rate is counted, not estimated: compared as is."""
+    name = check_name(region, "error_rate", None, limit, None)
+    if recorded == 0:
+        return Check(
+            name,
+            region,
+            "error_rate",
+            None,
+            limit,
+            None,
+            None,
+            None,
+            0,
+            "no_data",
+            unit="fraction",
+            reason=f"{region}: no requests were recorded",
+        )
+    status = "pass" if rate <= limit else "fail"
+    return Check(name, region, "error_rate", None, limit, rate, None, None, recorded, status, unit="fraction")
+
+
+__all__ = [
+    "EXIT_FAIL",
+    "EXIT_INTERRUPTED",
+    "EXIT_INVALID",
+    "EXIT_PASS",
+    "METRICS",
+    "SLO_SCHEMA",
+    "ConfigError",
+    "RegionSlo",
+    "SloSpec",
+    "judge_error_rate",
+    "judge_percentile",
+    "load_slo",
+    "parse_slo",
+]

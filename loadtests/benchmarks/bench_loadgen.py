@@ -1,7 +1,9 @@
 """Benchmark the load generator itself: calibration against a known-latency server, CPU cost per
-request, and the highest arrival rate one Locust process sustains on loopback.
+request and send lateness beside a plain Locust FastHttpUser, and the highest arrival rate one load
+process sustains on loopback.
 
-    .venv/bin/python loadtests/benchmarks/bench_loadgen.py [--quick] [--out runs/bench-loadgen]
+    flock /tmp/edgeharness-bench.lock .venv/bin/python loadtests/benchmarks/bench_loadgen.py \\
+        [--quick] [--only cost] [--baseline REV] [--out runs/bench-loadgen]
 
 Calibration truth: the test server holds each request for a delay drawn from lognormal(median, sigma)
 and returns the drawn value, so the truth of these very requests is known exactly; the client also pays
@@ -22,58 +24,126 @@ sys.path.insert(0, str(REPO))
 
 from harness.load.calibration import calibrate, locust_run, start_server_process  # noqa: E402
 
+LO_RATE, HI_RATE = 50, 500  # CPU per request is the slope between these two rates (fixed costs cancel)
 
-def cost_and_capacity(out: Path, quick: bool) -> dict:
-    """CPU ms per request (slope between two rates, with and without the final spin before each send) and
-    the highest rate one Locust process sustains without falling behind or dropping arrivals."""
+
+def baseline_tree(rev: str, into: Path) -> Path:
+    """The locustfile of commit `rev` (its own harness beside it), for the before side of an A/B."""
+    import subprocess
+
+    into.mkdir(parents=True, exist_ok=True)
+    archive = subprocess.run(["git", "archive", rev, "harness", "loadtests"], cwd=REPO, capture_output=True, check=True)
+    subprocess.run(["tar", "-x", "-C", str(into)], input=archive.stdout, check=True)
+    return into / "loadtests" / "locustfile.py"
+
+
+def plain_locust_run(url: str, rate: float, duration_s: float, out: Path) -> tuple[int, float]:
+    """A plain FastHttpUser at `rate` (closed model, Locust's own pacing): (requests, CPU seconds)."""
+    import csv
+    import resource
+    import subprocess
+
+    from harness.load.processes import child_env
+
+    out.mkdir(parents=True, exist_ok=True)
+    users = max(1, int(rate // 10))
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    argv = [sys.executable, "-m", "locust", "-f", str(REPO / "loadtests" / "benchmarks" / "plain_fasthttp.py")]
+    argv += ["--headless", "--only-summary", "--loglevel", "ERROR", "-H", url, "-u", str(users), "-r", str(users)]
+    argv += ["-t", f"{duration_s:g}s", "--csv", str(out / "plain"), "--exit-code-on-error", "0"]
+    subprocess.run(
+        argv,
+        env=child_env({"BENCH_RATE": str(rate), "BENCH_USERS": str(users)}),
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        timeout=duration_s + 60,
+        check=True,
+    )
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    with (out / "plain_stats.csv").open() as fh:
+        total = next(r for r in csv.DictReader(fh) if r["Name"] == "Aggregated")
+    return int(total["Request Count"]), (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+
+
+def cost_and_capacity(out: Path, quick: bool, baseline: str | None) -> dict:
+    """CPU ms per request and send lateness of the generator at HI_RATE beside a plain FastHttpUser (and
+    the `baseline` commit's generator, interleaved in the same rounds), then the highest rate one load
+    process sustains with <= 1 % of sends late, none dropped and no errors."""
     url, srv = start_server_process("constant:0")
+    sides: dict[str, Path | None] = {"generator": None}
+    if baseline:
+        sides = {"baseline": baseline_tree(baseline, out / "baseline-tree"), **sides}
+    d = 8.0 if quick else 15.0
+    rounds = 1 if quick else 2
+    runs: dict[str, list[dict]] = {name: [] for name in ["plain-fasthttpuser", *sides]}
     try:
-        d = 8.0 if quick else 15.0
-        cost = {}
-        for spin in (1.0, 0.0):
-            lo, cpu_lo = locust_run(url, 20, d, out / f"cost-lo-spin{spin:g}", spin_ms=spin)
-            hi, cpu_hi = locust_run(url, 200, d, out / f"cost-hi-spin{spin:g}", spin_ms=spin)
-            n_lo, n_hi = lo["counts"]["sent"], hi["counts"]["sent"]
-            cost[f"spin_{spin:g}ms"] = {
-                "cpu_ms_per_request": round((cpu_hi - cpu_lo) / max(1, n_hi - n_lo) * 1000, 3),
-                "send_delay_p50_ms_at_20rps": lo["send_delay_ms"].get("p50"),
-                "send_delay_p99_ms_at_20rps": lo["send_delay_ms"].get("p99"),
-                "cpu_s": [round(cpu_lo, 2), round(cpu_hi, 2)],
-                "requests": [n_lo, n_hi],
-            }
+        for rnd in range(rounds):
+            order = list(runs) if rnd % 2 == 0 else list(reversed(runs))  # A B C, then C B A
+            for name in order:
+                tag = f"r{rnd}-{name}"
+                if name == "plain-fasthttpuser":
+                    n_lo, cpu_lo = plain_locust_run(url, LO_RATE, d, out / f"{tag}-lo")
+                    n_hi, cpu_hi = plain_locust_run(url, HI_RATE, d, out / f"{tag}-hi")
+                    late_p99 = late = None
+                else:
+                    lo, cpu_lo = locust_run(url, LO_RATE, d, out / f"{tag}-lo", locustfile=sides[name])
+                    hi, cpu_hi = locust_run(url, HI_RATE, d, out / f"{tag}-hi", locustfile=sides[name])
+                    n_lo, n_hi = lo.counts.sent, hi.counts.sent
+                    late_p99, late = hi.send_delay_ms.value("p99"), hi.late_fraction
+                runs[name].append(
+                    {
+                        "cpu_ms_per_request": round((cpu_hi - cpu_lo) / max(1, n_hi - n_lo) * 1000, 4),
+                        "cpu_ms_per_request_at_500": round(cpu_hi / max(1, n_hi) * 1000, 4),
+                        "send_delay_p99_ms_at_500": late_p99,
+                        "late_fraction_at_500": late,
+                        "requests": [n_lo, n_hi],
+                    }
+                )
+                print(json.dumps({name: runs[name][-1]}), flush=True)
         steps = []
         sustained = None
-        for rate in (100, 200, 400, 800, 1600, 3200, 6400) if not quick else (100, 300, 900):
+        for rate in (250, 500, 1000, 2000, 4000) if not quick else (500, 1000, 2000):
             fig, cpu = locust_run(url, rate, d, out / f"rate-{rate}", max_outstanding=512)
-            c = fig["counts"]
-            ok = c["dropped"] == 0 and fig["late_fraction"] <= 0.01 and c["errors"] == 0
+            c = fig.counts
+            ok = c.dropped == 0 and fig.late_fraction <= 0.01 and c.errors == 0
             steps.append(
                 {
                     "rate": rate,
-                    "scheduled": c["scheduled"],
-                    "sent": c["sent"],
-                    "late_fraction": fig["late_fraction"],
-                    "dropped": c["dropped"],
-                    "errors": c["errors"],
-                    "p50_ms": fig["client_latency_ms"]["warm"].get("p50"),
-                    "send_delay_p99_ms": fig["send_delay_ms"].get("p99"),
+                    "sent": c.sent,
+                    "late_fraction": fig.late_fraction,
+                    "dropped": c.dropped,
+                    "errors": c.errors,
+                    "send_delay_p99_ms": fig.send_delay_ms.value("p99"),
+                    "p50_ms": fig.client_latency_ms.warm.value("p50"),
                     "cpu_s": round(cpu, 2),
                     "sustained": ok,
                 }
             )
-            if ok:
-                sustained = rate
-            else:
+            print(json.dumps(steps[-1]), flush=True)
+            if not ok:
                 break
+            sustained = rate
     finally:
         srv.terminate()
         srv.wait()
+
+    def median(name: str, key: str) -> float | None:
+        import statistics
+
+        values = [r[key] for r in runs[name] if r[key] is not None]
+        return round(statistics.median(values), 4) if values else None
+
     return {
-        "cost": cost,
+        "cpu_ms_per_request": {name: median(name, "cpu_ms_per_request") for name in runs},
+        "send_delay_p99_ms_at_500": {name: median(name, "send_delay_p99_ms_at_500") for name in runs},
+        "targets": "generator <= 0.25 ms CPU per request at 500 req/s, send lateness p99 <= 0.5 ms",
         "max_sustained_rps": sustained,
+        "runs": runs,
         "steps": steps,
-        "note": "late = sent > 5 ms after its intended time; sustained = no drops, no errors, <= 1 % late. "
-        "The server is a Python ThreadingHTTPServer on the same 2 cores and may limit first.",
+        "note": f"CPU per request = CPU slope between {LO_RATE} and {HI_RATE} req/s ({d:g} s runs, {rounds} "
+        "interleaved rounds, median); late = sent > 5 ms after its intended time; sustained = no drops, no "
+        "errors, <= 1 % late. The server is a Python ThreadingHTTPServer on the same cores and may limit first.",
     }
 
 
@@ -83,13 +153,19 @@ def main() -> int:
     p.add_argument("--quick", action="store_true")
     p.add_argument("--out", type=Path, default=Path("runs/bench-loadgen"))
     p.add_argument("--only", choices=("calibration", "cost"), default=None)
+    p.add_argument(
+        "--baseline",
+        default=None,
+        metavar="REV",
+        help="also measure the generator of git commit REV, interleaved with ours (before/after in one run)",
+    )
     a = p.parse_args()
     report: dict = {}
     if a.only in (None, "calibration"):
         report["calibration"] = calibrate(a.out, a.quick)
         print(json.dumps(report["calibration"], indent=2), flush=True)
     if a.only in (None, "cost"):
-        report["generator"] = cost_and_capacity(a.out, a.quick)
+        report["generator"] = cost_and_capacity(a.out, a.quick, a.baseline)
         print(json.dumps(report["generator"], indent=2), flush=True)
     a.out.mkdir(parents=True, exist_ok=True)
     (a.out / "bench_loadgen.json").write_text(json.dumps(report, indent=2))
