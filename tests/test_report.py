@@ -83,7 +83,9 @@ def test_html_report_is_self_contained_with_plots_intervals_and_verdict(tmp_path
     write_outputs(results, tmp_path, samples)
     html = (tmp_path / "report.html").read_text()
     assert "VERDICT: INVALID" in html  # 20 s is under the default SLO's 30 s minimum
-    assert html.count("data:image/png;base64,") == 4  # latency/time, ECDF, throughput, map
+    # latency/time, ECDF, throughput, map, and the process cold starts side by side per strategy
+    assert html.count("data:image/png;base64,") == 5
+    assert 'alt="Process cold starts by strategy"' in html
     assert 'src="http' not in html and "<script" not in html
     assert "Process-level cold start" in html and "118.7" in html
     warm = results.regions["nairobi"].client_latency_ms.warm.percentiles["p50"]
@@ -126,7 +128,7 @@ def test_names_with_markup_characters_render_as_written(tmp_path):
 
     raw = ODD + " and $"
     assert cbook.is_math_text(raw) and not cbook.is_math_text(plot_text(raw))
-    assert set(plots(results, samples)) == {"latency_time", "throughput", "cdf", "map"}
+    assert set(plots(results, samples)) == {"latency_time", "throughput", "cdf", "map", "coldstart"}
 
 
 def test_sweep_search_doubles_then_bisects_to_ten_percent():

@@ -71,7 +71,8 @@ class HandlerSettings:
         metadata=_opt("EDGE_OTLP_ENDPOINT", "OTLP/HTTP collector base URL, e.g. http://127.0.0.1:4318 (empty: none)"),
     )
     telemetry: bool = field(
-        default=True, metadata=_opt("EDGE_TELEMETRY", "record traces and metrics, in a process of its own (off only for benchmarks)")
+        default=True,
+        metadata=_opt("EDGE_TELEMETRY", "record traces and metrics, in a process of its own (off only for benchmarks)"),
     )
     max_body_bytes: int = field(
         default=8 * 1024 * 1024, metadata=_opt("EDGE_MAX_BODY_BYTES", "largest request body accepted")

@@ -22,11 +22,12 @@ import signal
 import socket
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from harness.load.processes import Child, Supervisor, free_port
+from harness.verdict.model import ProcessColdStart
 
 STRATEGIES = ("plain", "prepared-model", "zygote", "zygote+prepared-model")
 DEFAULT_REPEATS = 90
@@ -53,25 +54,6 @@ class ColdStartSpec:
         if repeats < 1:
             raise ValueError(f"process_cold_start.repeats must be at least 1: got {repeats}")
         return cls(region=str(data["region"]), repeats=repeats, strategies=strategies)
-
-
-@dataclass
-class ProcessColdStart:
-    """One start, as results.json's `process_cold_start` entries hold it (milliseconds from spawn)."""
-
-    region: str
-    strategy: str
-    repeat: int
-    spawn_to_listening_ms: float | None = None
-    spawn_to_ready_ms: float | None = None
-    spawn_to_first_answer_ms: float | None = None
-    first_request_ms: float | None = None  # the first request's own client latency
-    status: int = 0  # HTTP status of the first request; 0: none came back
-    phases: dict[str, float] = field(default_factory=dict)  # the process's own init phases (its /readyz)
-    error: str | None = None  # why the start did not answer
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 @dataclass(frozen=True)
@@ -112,7 +94,7 @@ def summarize(
     starts: Sequence[ProcessColdStart | Mapping[str, Any]], confidence: float = DEFAULT_CONFIDENCE
 ) -> list[StrategySummary]:
     """Per strategy, in the order first seen: p50/p95 of every measure and the p50 of each init phase."""
-    rows = [s.to_dict() if isinstance(s, ProcessColdStart) else dict(s) for s in starts]
+    rows = [asdict(s) if isinstance(s, ProcessColdStart) else dict(s) for s in starts]
     out = []
     for strategy in dict.fromkeys(r["strategy"] for r in rows):
         mine = [r for r in rows if r["strategy"] == strategy]
@@ -296,7 +278,7 @@ def measure(
     for summary in summarize(out):
         for line in describe_summary(summary):
             say("process cold start " + line if not line.startswith(" ") else line)
-    return [s.to_dict() for s in out]
+    return [asdict(s) for s in out]
 
 
 def _one_start(

@@ -44,7 +44,7 @@ class Profile:
     params: dict[str, Any] = field(default_factory=dict)  # shape-specific settings
     stages: list[Stage] = field(default_factory=list)
     pop_down: list[dict[str, Any]] = field(default_factory=list)  # [{pop, at_s, until_s?}]
-    process_cold_start: dict[str, Any] | None = None  # {region, repeats}
+    process_cold_start: dict[str, Any] | None = None  # {region, repeats, strategies?}
     corpus: dict[str, Any] = field(default_factory=dict)  # {sizes: [[w, h], ...], formats: [...]}
     file: str = ""
     description: str = ""
@@ -254,6 +254,8 @@ def parse_profile(doc: Document, known_regions: dict[str, str] | None = None) ->
     if pcs is not None:
         region_of("region", "process_cold_start")
         prof.process_cold_start = {"region": pcs["region"], "repeats": int(pcs.get("repeats", 3))}
+        if "strategies" in pcs:
+            prof.process_cold_start["strategies"] = list(pcs["strategies"])
     if known_regions:
         prof._tz_offsets_h = {r: utc_offset_h(known_regions[r]) for r in regions}
     return prof

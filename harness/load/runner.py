@@ -379,49 +379,26 @@ class Run:
     # -- Cold start, process level ------------------------------------------------------------------
 
     def process_cold_starts(self, sup: Supervisor) -> list[dict[str, Any]]:
-        """Start the region's PoP on demand `repeats` times: spawn -> alive -> ready -> first answer."""
-        spec = self.profile.process_cold_start
-        if not spec or self.s.targets:
+        """Start the region's PoP on demand `repeats` times per start strategy (harness.load.coldstart):
+        spawn -> listening -> ready -> first answer. The known-latency test server has one strategy."""
+        if not self.profile.process_cold_start or self.s.targets:
             return []
-        from harness.load.processes import wait_ready
+        from dataclasses import replace
 
-        body, ctype = _probe_image()
-        out = []
-        for i in range(int(spec.get("repeats", 3))):
-            port = free_port()
-            url = f"http://127.0.0.1:{port}"
-            t_spawn = time.monotonic()
-            child = sup.start(
-                f"cold-{i}",
-                self.pop_argv(spec["region"], port, load="lazy"),
-                log_path=self.out / "logs" / f"process-cold-{i}.log",
-                cwd=Path.cwd(),
-            )
-            try:
-                alive = wait_ready(url, child, 120, path="/healthz")
-                while not http_ok(url + "/readyz") and time.monotonic() - t_spawn < 120:
-                    time.sleep(0.01)
-                ready = time.monotonic() - t_spawn
-                status, cold_h = _post(url, body, ctype)
-                first = time.monotonic() - t_spawn
-                out.append(
-                    {
-                        "region": spec["region"],
-                        "repeat": i,
-                        "alive_ms": round(alive * 1000, 1),
-                        "ready_ms": round(ready * 1000, 1),
-                        "first_response_ms": round(first * 1000, 1),
-                        "status": status,
-                        "x_cold_start": cold_h,
-                    }
-                )
-                self.say(
-                    f"process cold start {i + 1}: alive {alive * 1000:.0f} ms, ready {ready * 1000:.0f} "
-                    f"ms, first response {first * 1000:.0f} ms (status {status})"
-                )
-            finally:
-                child.stop()
-        return out
+        from harness.load.coldstart import ColdStartSpec, measure
+
+        spec = ColdStartSpec.from_profile(self.profile.process_cold_start)
+        if self.s.backend != "handler":
+            spec = replace(spec, strategies=("plain",))
+        local_model = None if self.s.backend != "handler" or "://" in self.s.model else self.s.model
+        return measure(
+            spec,
+            lambda port: self.pop_argv(spec.region, port),
+            local_model,
+            sup,
+            self.out / "logs",
+            say=self.say,
+        )
 
     # -- The whole run -------------------------------------------------------------------------------
 
@@ -641,21 +618,6 @@ def load_process_facts(
         nobody = Assignment("no-load-process", {r: Share() for r in orphans})
         facts.append(LoadProcessFacts(nobody.name, list(orphans), plan.planned(nobody), LOST, None))
     return facts
-
-
-def _probe_image() -> tuple[bytes, str]:
-    from harness.images import encode, synthetic_photo
-
-    return encode(synthetic_photo(320, 240, seed=7), "jpeg"), "image/jpeg"
-
-
-def _post(url: str, body: bytes, ctype: str) -> tuple[int, str]:
-    from harness.load.processes import http_client
-
-    resp = http_client().post(
-        url + "/v1/classify", params={"top_k": 5}, content=body, headers={"Content-Type": ctype}, timeout=120
-    )
-    return resp.status_code, resp.headers.get("X-Cold-Start", "")
 
 
 def run(settings: RunSettings) -> int:

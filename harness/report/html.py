@@ -64,6 +64,14 @@ def plots(results: Results, samples: Sequence[Any] | None) -> dict[str, str]:
     if results.timeseries:
         ax.legend(fontsize=7, ncol=3)
     out["latency_time"] = png(fig)
+    if results.process_cold_start:
+        import base64
+        from dataclasses import asdict
+
+        from harness.report.coldstart_plot import coldstart_png
+
+        starts = [asdict(pc) for pc in results.process_cold_start]
+        out["coldstart"] = base64.b64encode(coldstart_png(starts)).decode("ascii")
 
     fig, ax = plt.subplots(figsize=(11, 3.2))
     for region, s in results.timeseries.items():

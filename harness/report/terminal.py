@@ -113,13 +113,13 @@ def print_verdict(results: Results, console: Any) -> None:
     console.print(checks)
     if results.server_side:
         console.print(_server_side_table(results.server_side))
-    for pc in results.process_cold_start:
-        console.print(
-            escape(
-                f"process cold start ({pc.region}, {pc.strategy}, #{pc.repeat + 1}): ready "
-                f"{_fmt(pc.spawn_to_ready_ms)} ms, first answer {_fmt(pc.spawn_to_first_answer_ms)} ms"
-            )
-        )
+    if results.process_cold_start:
+        from harness.load.coldstart import describe_summary, summarize
+
+        console.print(f"process cold starts ({escape(results.process_cold_start[0].region)}), per start strategy:")
+        for summary in summarize(results.process_cold_start):
+            for line in describe_summary(summary):
+                console.print("  " + escape(line))
     colour = VERDICT_STYLE[verdict.status]
     console.print(f"[{colour}]VERDICT: {verdict.status.upper()}[/] (exit {verdict.exit_code})")
     for note in verdict.notes:

@@ -151,12 +151,13 @@ class ProcessColdStart:
     region: str
     strategy: str
     repeat: int
-    spawn_to_listening_ms: float | None
-    spawn_to_ready_ms: float | None
-    spawn_to_first_answer_ms: float | None
-    first_request_ms: float | None
-    status: int
-    phases: dict[str, float] = field(default_factory=dict)
+    spawn_to_listening_ms: float | None = None
+    spawn_to_ready_ms: float | None = None
+    spawn_to_first_answer_ms: float | None = None
+    first_request_ms: float | None = None  # the first request's own client latency
+    status: int = 0  # HTTP status of the first request; 0: none came back
+    phases: dict[str, float] = field(default_factory=dict)  # the process's own init phases (its /readyz)
+    error: str | None = None  # why the start did not answer
 
 
 @dataclass

@@ -199,6 +199,7 @@ def _cold_start(d: dict[str, Any]) -> ProcessColdStart:
         first_request_ms=num("first_request_ms"),
         status=int(d.get("status") or 0),  # 0: no answer at all
         phases={str(k): float(v) for k, v in (d.get("phases") or {}).items() if v is not None},
+        error=None if d.get("error") is None else str(d["error"]),
     )
 
 
