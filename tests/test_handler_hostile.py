@@ -164,6 +164,72 @@ def test_connections_beyond_the_cap_get_a_json_503(serve_process, int8_model: Pa
     assert httpx.post(classify_url(proc), content=jpeg(), headers={"content-type": "image/jpeg"}).status_code == 200
 
 
+def send_until_refused(sock: socket.socket, data: bytes, chunk: int = 64 * 1024) -> int:
+    """Sends `data` in chunks until it is all sent or the server stops reading; returns the bytes sent."""
+    sent = 0
+    try:
+        for start in range(0, len(data), chunk):
+            sock.sendall(data[start : start + chunk])
+            sent += chunk
+    except (BrokenPipeError, ConnectionResetError, TimeoutError):
+        pass
+    return sent
+
+
+def closed_after_answer(sock: socket.socket, timeout_s: float) -> tuple[bytes, bool]:
+    """What the server sends within `timeout_s`, and whether it closed the connection by then."""
+    sock.settimeout(timeout_s)
+    answer = b""
+    deadline = time.monotonic() + timeout_s
+    try:
+        while time.monotonic() < deadline:
+            chunk = sock.recv(65536)
+            if not chunk:
+                return answer, True
+            answer += chunk
+    except ConnectionResetError:
+        return answer, True
+    except TimeoutError:
+        pass
+    return answer, False
+
+
+def test_headers_beyond_the_header_limit_get_a_431_and_the_memory_stays_bounded(
+    serve_process,  # noqa: F811
+    int8_model: Path,  # noqa: F811
+) -> None:
+    proc = serve_process(["--model", str(int8_model), "--header-timeout", "60", "--no-telemetry"])
+    proc.wait_ready()
+    pid = proc.proc.pid
+    rss_before = peak_rss_bytes(pid)
+    # Headers just under the default limit (64 KiB) are served, with a body that arrives in the same reads.
+    near = b"".join(f"X-Pad-{i}: {'a' * 1000}\r\n".encode() for i in range(50))
+    body = jpeg()
+    with socket.create_connection(("127.0.0.1", proc.port), timeout=10) as sock:
+        head = post_head(len(body))
+        sock.sendall(head[:-2] + near + b"\r\n" + body)
+        assert read_response(sock).startswith(b"HTTP/1.1 200")
+    # 64 MiB of headers on one connection: refused once the limit passes, long before the header deadline.
+    endless = b"GET /healthz HTTP/1.1\r\nHost: x\r\n" + b"".join(
+        f"X-Pad-{i}: {'b' * 8000}\r\n".encode() for i in range(8 * 1024)
+    )
+    with socket.create_connection(("127.0.0.1", proc.port), timeout=10) as sock:
+        t0 = time.monotonic()
+        sent = send_until_refused(sock, endless)
+        answer, closed = closed_after_answer(sock, 10)
+    assert answer.startswith(b"HTTP/1.1 431"), answer[:200]
+    assert b'"headers_too_large"' in answer and closed
+    assert time.monotonic() - t0 < 30 and sent < len(endless)
+    assert peak_rss_bytes(pid) - rss_before < 32 * MiB
+    # A single header line that never ends is the same: httptools would keep it whole.
+    with socket.create_connection(("127.0.0.1", proc.port), timeout=10) as sock:
+        send_until_refused(sock, b"GET /healthz HTTP/1.1\r\nX-Long: " + b"c" * (16 * MiB))
+        answer, closed = closed_after_answer(sock, 10)
+    assert answer.startswith(b"HTTP/1.1 431") and closed, answer[:200]
+    assert peak_rss_bytes(pid) - rss_before < 32 * MiB
+    assert httpx.get(f"{proc.url}/healthz").status_code == 200
+
+
 def test_an_oversized_body_s_413_reaches_urllib_and_httpx(serve_process, int8_model: Path) -> None:  # noqa: F811
     proc = serve_process(["--model", str(int8_model), "--max-body-bytes", "65536", "--no-telemetry"])
     proc.wait_ready()

@@ -4,10 +4,12 @@ uvicorn bounds neither how long a client may take to send a request's headers (a
 nothing, or half a request line, is kept forever) nor how many connections are open. This subclass arms a
 timer when a connection opens and when each request's first byte arrives, and disarms it when the headers
 are complete; a request whose headers are late is answered 408 (`request_timeout`) and closed, a
-connection that sent nothing is closed. It also counts open connections in a `ConnectionCount` the app
-reads, so that requests on connections beyond `--max-connections` are answered with a JSON 503, and
-connections far beyond it are closed at once. It overrides only the asyncio `Protocol` methods and the
-httptools parser callbacks, and calls uvicorn's own for everything else.
+connection that sent nothing is closed. uvicorn's httptools parser keeps whatever headers arrive, without
+a limit: the bytes that come while a request's headers are incomplete are counted, and past
+`max_header_bytes` the request is answered 431 (`headers_too_large`) and closed. It also counts open
+connections in a `ConnectionCount` the app reads, so that requests on connections beyond `--max-connections`
+are answered with a JSON 503, and connections far beyond it are closed at once. It overrides only the asyncio
+`Protocol` methods and the httptools parser callbacks, and calls uvicorn's own for everything else.
 """
 
 from __future__ import annotations
@@ -45,13 +47,22 @@ def _raw_response(status: int, reason: str, code: str, message: str) -> bytes:
     return head.encode("latin-1") + body
 
 
-def protocol_class(connections: ConnectionCount, header_timeout_s: float) -> type[asyncio.Protocol]:
-    """uvicorn's httptools protocol with a header deadline of `header_timeout_s`, counting `connections`."""
+def protocol_class(
+    connections: ConnectionCount, header_timeout_s: float, max_header_bytes: int = 64 * 1024
+) -> type[asyncio.Protocol]:
+    """uvicorn's httptools protocol with a header deadline of `header_timeout_s` and a header size limit of
+    `max_header_bytes`, counting `connections`."""
     late_headers = _raw_response(
         408,
         "Request Timeout",
         "request_timeout",
         f"the request's headers did not arrive within {header_timeout_s:g} s",
+    )
+    large_headers = _raw_response(
+        431,
+        "Request Header Fields Too Large",
+        "headers_too_large",
+        f"the request's line and headers take more than {max_header_bytes} bytes",
     )
 
     class GuardedHttpToolsProtocol(HttpToolsProtocol):
@@ -59,6 +70,9 @@ def protocol_class(connections: ConnectionCount, header_timeout_s: float) -> typ
             super().__init__(*args, **kwargs)
             self.header_timer: asyncio.TimerHandle | None = None
             self.in_headers = False
+            # Between a request's headers and its end its bytes are body, which the app bounds itself.
+            self.in_body = False
+            self.header_bytes = 0
             self.counted = False
 
         def connection_made(self, transport: asyncio.BaseTransport) -> None:  # type: ignore[override]
@@ -77,6 +91,17 @@ def protocol_class(connections: ConnectionCount, header_timeout_s: float) -> typ
             self.disarm_header_timer()
             super().connection_lost(exc)
 
+        def data_received(self, data: bytes) -> None:
+            if not self.in_body:
+                self.header_bytes += len(data)
+            super().data_received(data)
+            # Bytes that completed the headers were counted back to zero by on_headers_complete: what is
+            # counted now is what arrived while headers were still incomplete (one read beyond the limit at most).
+            if not self.in_body and self.header_bytes > max_header_bytes and not self.transport.is_closing():
+                self.disarm_header_timer()
+                self.transport.write(large_headers)
+                self.transport.close()
+
         def on_message_begin(self) -> None:
             super().on_message_begin()
             self.in_headers = True
@@ -85,8 +110,14 @@ def protocol_class(connections: ConnectionCount, header_timeout_s: float) -> typ
 
         def on_headers_complete(self) -> None:
             self.in_headers = False
+            self.in_body = True
+            self.header_bytes = 0
             self.disarm_header_timer()
             super().on_headers_complete()
+
+        def on_message_complete(self) -> None:
+            self.in_body = False
+            super().on_message_complete()
 
         def arm_header_timer(self) -> None:
             self.disarm_header_timer()

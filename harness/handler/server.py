@@ -154,7 +154,7 @@ def serve(
         host=settings.host,
         port=settings.port,
         loop="uvloop",
-        http=protocol_class(connections, settings.header_timeout),
+        http=protocol_class(connections, settings.header_timeout, settings.max_header_bytes),
         lifespan="on",
         # No route takes a WebSocket; "auto" would import a WebSocket library (~100 ms) into every start.
         ws="none",

@@ -93,6 +93,10 @@ class HandlerSettings:
     header_timeout: float = field(
         default=10.0, metadata=_opt("EDGE_HEADER_TIMEOUT", "seconds a request's headers may take to arrive (then 408)")
     )
+    max_header_bytes: int = field(
+        default=64 * 1024,
+        metadata=_opt("EDGE_MAX_HEADER_BYTES", "bytes a request's line and headers may take together (beyond: 431)"),
+    )
     max_connections: int = field(
         default=512, metadata=_opt("EDGE_MAX_CONNECTIONS", "open connections served (beyond: 503, then closed)")
     )
@@ -144,6 +148,7 @@ class HandlerSettings:
             (self.body_timeout > 0, "body_timeout", "must be more than 0"),
             (self.body_min_rate >= 0, "body_min_rate", "must be 0 (no minimum) or more"),
             (self.header_timeout > 0, "header_timeout", "must be more than 0"),
+            (self.max_header_bytes >= 1, "max_header_bytes", "must be at least 1"),
             (self.max_connections >= 1, "max_connections", "must be at least 1"),
             (self.decode_budget_bytes >= 1, "decode_budget_bytes", "must be at least 1"),
             (self.model_max_bytes >= 1, "model_max_bytes", "must be at least 1"),
