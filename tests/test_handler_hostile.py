@@ -230,6 +230,32 @@ def test_headers_beyond_the_header_limit_get_a_431_and_the_memory_stays_bounded(
     assert httpx.get(f"{proc.url}/healthz").status_code == 200
 
 
+def test_a_body_no_route_reads_closes_its_connection_after_the_answer(serve_process, int8_model: Path) -> None:  # noqa: F811
+    proc = serve_process(["--model", str(int8_model), "--max-connections", "4", "--no-telemetry"])
+    proc.wait_ready()
+    # Bodies that would trickle in at a byte a second for years, on routes that never read a body: each is
+    # answered, then its connection closes, so they cannot fill --max-connections.
+    for request_line in (b"POST /readyz HTTP/1.1", b"GET /healthz HTTP/1.1", b"POST /nowhere HTTP/1.1"):
+        socks = []
+        for _ in range(6):
+            sock = socket.create_connection(("127.0.0.1", proc.port), timeout=10)
+            sock.sendall(request_line + b"\r\nHost: x\r\nContent-Length: 100000000\r\n\r\n" + b"x" * 10)
+            socks.append(sock)
+        for sock in socks:
+            answer, closed = closed_after_answer(sock, 5)
+            assert answer.startswith(b"HTTP/1.1 "), answer[:200]
+            assert b"connection: close" in answer.lower() and closed, (request_line, answer[:300])
+            sock.close()
+        time.sleep(0.2)
+        response = httpx.post(classify_url(proc), content=jpeg(), headers={"content-type": "image/jpeg"})
+        assert response.status_code == 200, response.text
+    # A request without a body keeps its connection.
+    with socket.create_connection(("127.0.0.1", proc.port), timeout=10) as sock:
+        for _ in range(2):
+            sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert b"connection: close" not in read_response(sock).lower()
+
+
 def test_an_oversized_body_s_413_reaches_urllib_and_httpx(serve_process, int8_model: Path) -> None:  # noqa: F811
     proc = serve_process(["--model", str(int8_model), "--max-body-bytes", "65536", "--no-telemetry"])
     proc.wait_ready()

@@ -18,7 +18,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from harness import __version__
 from harness.handler import errors, pipeline
@@ -486,15 +486,42 @@ class HandlerApp(Starlette):
         self._connections = connections
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["method"] == "POST" and scope["path"] == CLASSIFY_ROUTE:
+        if scope["type"] != "http":
+            await super().__call__(scope, receive, send)
+        elif scope["method"] == "POST" and scope["path"] == CLASSIFY_ROUTE:
             await self._classify(scope, receive, send)  # which checks the connection cap itself
-        elif scope["type"] == "http" and self._connections is not None and self._connections.over:
+        elif self._connections is not None and self._connections.over:
             refused = errors.too_many_connections(self._connections.limit)
             await JSONResponse(refused.body(), refused.status, {**refused.headers, "Connection": "close"})(
                 scope, receive, send
             )
         else:
-            await super().__call__(scope, receive, send)
+            await _closing_unless_body_read(super().__call__, scope, receive, send)
+
+
+async def _closing_unless_body_read(app: ASGIApp, scope: Scope, receive: Receive, send: Send) -> None:
+    """Runs `app`, answering with `Connection: close` when the request's body was not read to its end: the
+    other routes read no body, and one left unread would otherwise keep the connection open for as long as
+    its client trickles bytes (no deadline applies to a body no one reads)."""
+    headers = scope.get("headers", [])
+    complete = not any(
+        (name == b"content-length" and value.strip() not in (b"", b"0")) or name == b"transfer-encoding"
+        for name, value in headers
+    )
+
+    async def tracked_receive() -> Message:
+        nonlocal complete
+        message = await receive()
+        if message["type"] == "http.request" and not message.get("more_body", False):
+            complete = True
+        return message
+
+    async def closing_send(message: Message) -> None:
+        if message["type"] == "http.response.start" and not complete:
+            message = {**message, "headers": [*message.get("headers", []), (b"connection", b"close")]}
+        await send(message)
+
+    await app(scope, tracked_receive, closing_send)
 
 
 def create_app(
