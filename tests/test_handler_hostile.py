@@ -158,6 +158,18 @@ def test_connections_beyond_the_cap_get_a_json_503(serve_process, int8_model: Pa
     assert response.json()["error"]["code"] == "too_many_connections"
     assert response.headers["retry-after"] == "1" and response.headers["connection"] == "close"
     assert httpx.get(f"{proc.url}/readyz").json()["error"]["code"] == "too_many_connections"
+    # Liveness and scrapes are answered over the cap: a busy handler is neither dead nor unobservable.
+    assert httpx.get(f"{proc.url}/healthz").status_code == 200
+    assert httpx.get(f"{proc.url}/metrics").status_code == 200
+    # A refusal over the cap reads nothing of the body (no lingering drain, whose bound is 2 s): it is
+    # answered and closed at once.
+    with socket.create_connection(("127.0.0.1", proc.port), timeout=10) as sock:
+        t0 = time.monotonic()
+        sock.sendall(post_head(8 * MiB) + b"\xff" * 65536)
+        answer, closed = closed_after_answer(sock, 5)
+        took = time.monotonic() - t0
+    assert answer.startswith(b"HTTP/1.1 503") and b'"too_many_connections"' in answer and closed, answer[:200]
+    assert took < 1.5, took
     for sock in idle:
         sock.close()
     time.sleep(0.2)

@@ -48,6 +48,9 @@ RATE_WINDOW_S = 2.0
 # meet a connection reset instead of the answer.
 LINGER_MAX_BYTES = 32 * 1024 * 1024
 LINGER_MAX_S = 2.0
+# Answered even over the connection cap: a liveness probe or a scrape that fails there would restart or
+# blind a handler that is only busy.
+UNCAPPED_ROUTES = frozenset({"/healthz", "/metrics"})
 
 logger = logging.getLogger(__name__)
 
@@ -204,7 +207,10 @@ class Handler:
         except HandlerError as exc:
             outcome.status, outcome.error_code = exc.status, exc.code
             payload, extra = json_bytes(exc.body()), exc.headers
-            drained = body.complete or await _linger(receive, headers, body, exc.status == 408)
+            # A late body is not waited for again, and a refusal over the connection cap reads nothing more:
+            # lingering there would hold the very connection the cap is there to shed.
+            skip = exc.status == 408 or exc.code == "too_many_connections"
+            drained = body.complete or await _linger(receive, headers, body, skip)
             if exc.close or not drained:
                 extra = {**extra, "Connection": "close"}
         except ClientDisconnected:
@@ -430,10 +436,10 @@ def _parse_top_k(query_string: bytes) -> int:
     return k
 
 
-async def _linger(receive: Receive, headers: Headers, state: BodyState, timed_out: bool) -> bool:
+async def _linger(receive: Receive, headers: Headers, state: BodyState, skip: bool) -> bool:
     """Reads and drops what is left of a refused request's body, bounded in bytes and time; True when it
     all came (the connection can be kept), False when the connection must close after the answer."""
-    if timed_out or (not state.received and headers.get("expect", "").lower() == "100-continue"):
+    if skip or (not state.received and headers.get("expect", "").lower() == "100-continue"):
         # A client waiting for 100 Continue has sent no body: it reads the answer and sends nothing more.
         return False
     loop = asyncio.get_running_loop()
@@ -490,7 +496,7 @@ class HandlerApp(Starlette):
             await super().__call__(scope, receive, send)
         elif scope["method"] == "POST" and scope["path"] == CLASSIFY_ROUTE:
             await self._classify(scope, receive, send)  # which checks the connection cap itself
-        elif self._connections is not None and self._connections.over:
+        elif self._connections is not None and self._connections.over and scope["path"] not in UNCAPPED_ROUTES:
             refused = errors.too_many_connections(self._connections.limit)
             await JSONResponse(refused.body(), refused.status, {**refused.headers, "Connection": "close"})(
                 scope, receive, send
