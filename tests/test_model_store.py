@@ -92,6 +92,19 @@ class _Server:
                         self.wfile.flush()
                         time.sleep(0.05)
                     return None
+                elif self.path.startswith("/stall/"):
+                    # A byte every 1.5 s: each read just under a 2 s read timeout, the whole never ending.
+                    self.send_response(200)
+                    self.send_header("Content-Length", "100")
+                    self.end_headers()
+                    for _ in range(100):
+                        time.sleep(1.5)
+                        try:
+                            self.wfile.write(b"x")
+                            self.wfile.flush()
+                        except OSError:
+                            return None
+                    return None
                 elif self.path.startswith("/chunked/"):
                     self.send_response(200)
                     self.send_header("Transfer-Encoding", "chunked")
@@ -344,6 +357,24 @@ def test_download_deadline_is_for_the_whole_download(served, tmp_path):
     assert list((tmp_path / "cache").iterdir()) == []  # the partial file went with the download
 
 
+def test_a_download_past_its_deadline_ends_its_thread_and_its_partial_file_at_once(served, tmp_path):
+    server, _root = served
+    before = {t for t in threading.enumerate() if t.name == "model-download"}
+    store = ModelStore(tmp_path / "cache", timeout_s=2.0)
+    with pytest.raises(ModelError, match=r"download timed out: not complete within 2 s"):
+        store.fetch(f"{server.url}/stall/m.onnx", "0" * 64)
+    # The read in flight at the deadline (begun at 1.5 s, with a 2 s read timeout of its own before) does
+    # not keep the thread, its socket and its partial file for another second and more.
+    ended_by = time.monotonic() + 0.5
+    while time.monotonic() < ended_by and (
+        {t for t in threading.enumerate() if t.name == "model-download"} - before
+        or list((tmp_path / "cache").iterdir())
+    ):
+        time.sleep(0.02)
+    assert {t for t in threading.enumerate() if t.name == "model-download"} - before == set()
+    assert list((tmp_path / "cache").iterdir()) == []
+
+
 def test_redirects_stay_on_the_host_and_never_leave_https(served, tmp_path):
     server, root = served
     data = _tiny_classifier(["n", 3, 32, 32], "NCHW")
@@ -358,6 +389,13 @@ def test_redirects_stay_on_the_host_and_never_leave_https(served, tmp_path):
     store = ModelStore(tmp_path / "d")
     with pytest.raises(ModelError, match=r"refused a redirect from https to http"):
         store._redirect_target("https://cdn.test/m.onnx", httpx.URL("https://cdn.test/m.onnx"), "http://cdn.test/m")
+    # An upgrade to https on the same host is followed; to another host it is not.
+    upgraded = store._redirect_target(
+        "http://cdn.test/m.onnx", httpx.URL("http://cdn.test/m.onnx"), "https://cdn.test/m"
+    )
+    assert str(upgraded) == "https://cdn.test/m"
+    with pytest.raises(ModelError, match=r"refused a redirect to another host"):
+        store._redirect_target("http://cdn.test/m.onnx", httpx.URL("http://cdn.test/m.onnx"), "https://other.test/m")
 
 
 def test_the_model_loaded_is_the_file_that_was_hashed(tiny, tmp_path):

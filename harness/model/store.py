@@ -16,6 +16,7 @@ import logging
 import os
 import pathlib
 import re
+import socket
 import tempfile
 import threading
 import time
@@ -111,6 +112,34 @@ class ModelInfo:
     std: tuple[float, float, float]
 
 
+class _Cancel:
+    """A download's cancel, from the waiting thread: it shuts down the download's socket, so that a read
+    blocked in the download thread returns at once instead of at its own timeout."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._socket: socket.socket | None = None
+        self.cancelled = False
+
+    def attach(self, response: Any) -> None:
+        stream = response.extensions.get("network_stream")
+        sock = stream.get_extra_info("socket") if stream is not None else None
+        with self._lock:
+            self._socket = sock
+            if self.cancelled:
+                self._shutdown()
+
+    def cancel(self) -> None:
+        with self._lock:
+            self.cancelled = True
+            self._shutdown()
+
+    def _shutdown(self) -> None:
+        if self._socket is not None:
+            with contextlib.suppress(OSError):
+                self._socket.shutdown(socket.SHUT_RDWR)
+
+
 def is_url(source: str) -> bool:
     return urllib.parse.urlsplit(source).scheme.lower() in ("http", "https")
 
@@ -132,6 +161,8 @@ class ModelStore:
         self.max_bytes = max_bytes
         self.allow_unverified_urls = allow_unverified_urls
         self.redirects_anywhere = redirects_anywhere
+        self._downloads: dict[str, threading.Thread] = {}
+        self._downloads_lock = threading.Lock()
 
     def fetch(self, source: str, expected_sha256: str | None = None) -> LocalModel:
         """A local file for `source` (a path, file:// URL or http(s) URL), verified against `expected_sha256`,
@@ -189,27 +220,42 @@ class ModelStore:
 
     def _download(self, source: str, expected: str | None) -> LocalModel:
         """The download, in a thread of its own so that its deadline holds for the whole of it: a server
-        that trickles, or stalls just under the read timeout, cannot stretch it."""
+        that trickles, or stalls just under the read timeout, cannot stretch it. At the deadline the
+        download's socket is shut down, so its thread ends then too; one download per source runs at once."""
         try:
             self.cache_dir.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise ModelError(source, f"cannot create cache directory {self.cache_dir}: {exc.strerror}") from exc
+        deadline = time.monotonic() + self.timeout_s
+        with self._downloads_lock:
+            earlier = self._downloads.get(source)
+        if earlier is not None:
+            # An earlier download of this source is still ending (it was cancelled, its socket shut down).
+            earlier.join(max(0.0, deadline - time.monotonic()))
+            if earlier.is_alive():
+                raise ModelError(source, "download timed out: an earlier download of this model is still ending")
         self._remove_orphaned_parts()
         done = threading.Event()
-        cancelled = threading.Event()
+        download = _Cancel()
         outcome: list[LocalModel | BaseException] = []
 
         def work() -> None:
             try:
-                outcome.append(self._download_now(source, expected, cancelled))
+                outcome.append(self._download_now(source, expected, download, deadline))
             except BaseException as exc:  # handed to the waiting caller
                 outcome.append(exc)
             finally:
                 done.set()
+                with self._downloads_lock:
+                    if self._downloads.get(source) is threading.current_thread():
+                        del self._downloads[source]
 
-        threading.Thread(target=work, name="model-download", daemon=True).start()
-        if not done.wait(self.timeout_s):
-            cancelled.set()  # the thread stops at its next chunk and removes its partial file
+        thread = threading.Thread(target=work, name="model-download", daemon=True)
+        with self._downloads_lock:
+            self._downloads[source] = thread
+        thread.start()
+        if not done.wait(max(0.0, deadline - time.monotonic())):
+            download.cancel()  # the thread's read ends at once; it removes its partial file
             raise ModelError(source, f"download timed out: not complete within {self.timeout_s:g} s")
         result = outcome[0]
         if isinstance(result, BaseException):
@@ -224,31 +270,39 @@ class ModelStore:
                 if part.stat().st_mtime < cutoff:
                     part.unlink()
 
-    def _download_now(self, source: str, expected: str | None, cancelled: threading.Event) -> LocalModel:
+    def _download_now(self, source: str, expected: str | None, download: _Cancel, deadline: float) -> LocalModel:
         import httpx
+
+        def left() -> httpx.Timeout:
+            # Each connect and read may wait only for what is left of the whole download's time.
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or download.cancelled:
+                raise ModelError(source, "download cancelled: past its deadline")
+            return httpx.Timeout(remaining)
 
         fd, tmp_name = tempfile.mkstemp(dir=self.cache_dir, prefix=PART_PREFIX, suffix=PART_SUFFIX)
         tmp = pathlib.Path(tmp_name)
         try:
             digest = hashlib.sha256()
-            content = bytearray()
-            with os.fdopen(fd, "wb") as out:
+            size = 0
+            # Written to the private file, not held in memory as it arrives; read back from the same open
+            # file at the end, once, and hashed again: the bytes loaded are the bytes that were hashed.
+            with os.fdopen(fd, "w+b") as out:
                 try:
-                    with httpx.Client(
-                        timeout=self.timeout_s, follow_redirects=False, headers={"Accept-Encoding": "identity"}
-                    ) as client:
+                    with httpx.Client(follow_redirects=False, headers={"Accept-Encoding": "identity"}) as client:
                         url = httpx.URL(source)
                         for _hop in range(MAX_REDIRECTS + 1):
-                            with client.stream("GET", url) as response:
+                            with client.stream("GET", url, timeout=left()) as response:
+                                download.attach(response)
                                 if response.is_redirect and "location" in response.headers:
                                     url = self._redirect_target(source, response.url, response.headers["location"])
                                     continue
                                 self._check_response(source, response)
                                 for chunk in response.iter_raw():  # as each read returns: a cancel is noticed soon
-                                    if cancelled.is_set():
+                                    if download.cancelled:
                                         raise ModelError(source, "download cancelled: past its deadline")
-                                    content += chunk
-                                    if len(content) > self.max_bytes:
+                                    size += len(chunk)
+                                    if size > self.max_bytes:
                                         raise ModelError(
                                             source, f"the model is larger than the limit of {self.max_bytes} bytes"
                                         )
@@ -260,21 +314,30 @@ class ModelStore:
                 except httpx.TimeoutException as exc:
                     raise ModelError(source, f"download timed out after {self.timeout_s:g} s") from exc
                 except httpx.HTTPError as exc:
+                    if download.cancelled:
+                        raise ModelError(source, "download cancelled: past its deadline") from exc
                     raise ModelError(source, f"download failed: {_describe_http_error(exc)}") from exc
-            actual = digest.hexdigest()
-            if expected is not None and actual != expected:
-                raise ModelError(source, f"sha256 mismatch: expected {expected}, got {actual}")
+                actual = digest.hexdigest()
+                if expected is not None and actual != expected:
+                    raise ModelError(source, f"sha256 mismatch: expected {expected}, got {actual}")
+                out.flush()
+                out.seek(0)
+                content = out.read(self.max_bytes + 1)
+            if hashlib.sha256(content).hexdigest() != actual:
+                raise ModelError(source, "the downloaded file changed on disk before it was loaded")
             final = self.cache_dir / f"{actual}.onnx"
             os.replace(tmp, final)  # atomic: concurrent fetchers never see a partial file
         except BaseException:
             tmp.unlink(missing_ok=True)
             raise
-        return LocalModel(source=source, path=final, sha256=actual, size_bytes=len(content), content=bytes(content))
+        return LocalModel(source=source, path=final, sha256=actual, size_bytes=size, content=content)
 
     def _redirect_target(self, source: str, current: Any, location: str) -> Any:
         target = current.join(location)
         if self.redirects_anywhere:
             return target
+        if (current.scheme, target.scheme) == ("http", "https") and target.host == current.host:
+            return target  # the same host, upgraded to TLS: nothing is lost
         if current.scheme == "https" and target.scheme != "https":
             raise ModelError(source, f"refused a redirect from https to {target.scheme}: {redact(str(target))}")
         if (target.host, target.port) != (current.host, current.port) or target.scheme != current.scheme:
