@@ -18,9 +18,10 @@ import pytest
 from collector_fixtures import require_otelcol, require_prometheus, wait_for
 from handler_fixtures import ROOT, models_dir  # noqa: F401
 
+from harness.load.processes import Supervisor
 from harness.stack import components
 from harness.stack.config import StackConfig
-from harness.stack.native import STATE_FILE, Plan, StackError, down, process_identity
+from harness.stack.native import STATE_FILE, NativeStack, Plan, StackError, down, process_identity
 
 STRAY = {
     "POP": "stray-pop",
@@ -181,3 +182,80 @@ def test_an_interrupted_up_leaves_nothing_running(tmp_path: Path, models_dir: Pa
 def _no_stray_in_this_process() -> None:
     for key in STRAY:
         assert key not in os.environ or os.environ[key] != STRAY[key]
+
+
+def test_a_second_interrupt_does_not_cut_the_clean_up_of_an_interrupted_up_short(
+    tmp_path: Path,
+    models_dir: Path,  # noqa: F811
+) -> None:
+    require_otelcol()
+    require_prometheus()
+    run_dir = tmp_path / "stack"
+    up = start_up(run_dir, models_dir)
+    seen: list[dict[str, object]] = []
+    try:
+        wait_for(lambda: up.poll() is None and len(recorded(run_dir)) >= 3, 60, "three processes recorded", 0.05)
+        seen = recorded(run_dir)
+        up.send_signal(signal.SIGTERM)
+        # An impatient user: Ctrl-C again and again while `up` stops what it started.
+        for _ in range(40):
+            if up.poll() is not None:
+                break
+            up.send_signal(signal.SIGINT)
+            time.sleep(0.025)
+        output, _ = up.communicate(timeout=60)
+        assert up.returncode != 0
+        for svc in seen:
+            assert wait_for(lambda s=svc: not still_running(s), 10, f"{svc['name']} to stop ({output[-2000:]!r})")
+    finally:
+        if up.poll() is None:
+            up.kill()
+            up.wait()
+        for svc in seen:
+            if still_running(svc):
+                os.killpg(int(svc["pid"]), signal.SIGKILL)  # type: ignore[arg-type]
+
+
+def test_down_of_a_legacy_stack_json_checks_the_command_line_only(tmp_path: Path, caplog) -> None:
+    server = subprocess.Popen(
+        [sys.executable, "-m", "http.server", "0", "--bind", "127.0.0.1", "--directory", str(tmp_path)],
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    stranger = sleeper()  # a "handler" by its record, but its command line is not one
+    try:
+        # Written by an older `up`: no started_ticks, no cmdline.
+        services = [
+            {"name": name, "kind": kind, "region": None, "url": "", "health_url": "http://127.0.0.1:1/",
+             "log": "", "pid": pid, "ports": {}}
+            for name, kind, pid in (("model-server", "model-server", server.pid),
+                                    ("handler-x", "handler", stranger.pid))
+        ]  # fmt: skip
+        (tmp_path / STATE_FILE).write_text(json.dumps({"services": services}))
+        time.sleep(0.3)  # the server's command line is in place
+        with caplog.at_level("WARNING"):
+            assert down(tmp_path, timeout_s=5) == ["model-server"]
+        assert server.wait(timeout=5) is not None
+        assert stranger.poll() is None, "down signalled a process whose command line is not the service's"
+        assert "only the pid's command line was checked" in caplog.text
+    finally:
+        for proc in (server, stranger):
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+
+
+def test_the_state_file_is_replaced_whole_never_rewritten_in_place(tmp_path: Path) -> None:
+    stack = NativeStack(StackConfig(regions=("nairobi",), run_dir=tmp_path, base_port=free_base_port()), Supervisor())
+    stack.run_dir.mkdir(parents=True, exist_ok=True)
+    stack.write_state()
+    path = tmp_path / STATE_FILE
+    reader = path.open()  # a `status` or `down` reading while `up` writes the next state
+    first = reader.read()
+    stack.write_state()
+    reader.seek(0)
+    assert reader.read() == first  # the reader's file is whole, not truncated under it
+    reader.close()
+    assert json.loads(path.read_text())["services"] == []
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")) == []

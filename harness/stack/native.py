@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import random
 import signal
@@ -26,6 +27,15 @@ from harness.stack import components as c
 from harness.stack.config import StackConfig
 
 STATE_FILE = "stack.json"
+# What a service's command line holds, for a stack.json written before start times were recorded.
+LEGACY_COMMANDS = {
+    "prometheus": ("prometheus",),
+    "collector": ("otelcol",),
+    "model-server": ("-m", "http.server"),
+    "handler": ("-m", "harness", "serve"),
+}
+
+logger = logging.getLogger(__name__)
 
 
 class StackError(RuntimeError):
@@ -261,7 +271,11 @@ class NativeStack:
             raise StackError(f"{service.name} did not become healthy (log: {service.log}): {exc}") from None
 
     def write_state(self) -> None:
-        (self.run_dir / STATE_FILE).write_text(json.dumps(state_of(self), indent=2))
+        # Written whole, then renamed: `down`, `status` or an interrupted `up` never reads half a file.
+        path = self.run_dir / STATE_FILE
+        tmp = path.with_name(f".{STATE_FILE}.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(state_of(self), indent=2))
+        os.replace(tmp, path)
 
 
 def state_of(stack: NativeStack) -> dict[str, Any]:
@@ -303,7 +317,33 @@ def is_ours(svc: dict[str, Any]) -> bool:
     if not alive(svc["pid"]):
         return False
     identity = process_identity(svc["pid"])
-    return identity is not None and identity == (svc.get("started_ticks"), svc.get("cmdline"))
+    if identity is None:
+        return False
+    if not svc.get("started_ticks") or not svc.get("cmdline"):
+        return _legacy_match(svc, identity[1])
+    return identity == (svc.get("started_ticks"), svc.get("cmdline"))
+
+
+def _legacy_match(svc: dict[str, Any], cmdline: list[str]) -> bool:
+    """A service recorded by an older `up`, without start time or command line: its pid's command line is
+    checked against what such a service runs (weaker: a reused pid running the same program passes)."""
+    wanted = LEGACY_COMMANDS.get(svc.get("kind", ""))
+    if wanted is None:
+        return False
+    program = [Path(cmdline[0]).name, *cmdline[1:]] if cmdline else []
+    if len(wanted) == 1:
+        matched = bool(program) and wanted[0] in program[0]
+    else:
+        matched = any(program[i : i + len(wanted)] == list(wanted) for i in range(len(program)))
+    logger.warning(
+        "%s (pid %s): %s records no start time or command line (an older edgeharness wrote it); only the "
+        "pid's command line was checked: %s",
+        svc.get("name"),
+        svc.get("pid"),
+        STATE_FILE,
+        "it runs the expected program" if matched else "it runs something else, left alone",
+    )
+    return matched
 
 
 def alive(pid: int) -> bool:
@@ -373,12 +413,18 @@ def up(config: StackConfig) -> NativeStack:
         raise StackError(f"a stack is already running from {run_dir}: `edgeharness down --run-dir {run_dir}` first")
     sup = Supervisor()
     stack = NativeStack(config, sup)
-    # SIGTERM and SIGHUP (a closed terminal) interrupt the start as Ctrl-C does, so that what it started
-    # is stopped: an interrupted `up` leaves nothing running.
-    previous = {sig: signal.signal(sig, _interrupt) for sig in (signal.SIGTERM, signal.SIGHUP)}
+    # Ctrl-C, SIGTERM and SIGHUP (a closed terminal) interrupt the start, so that what it started is
+    # stopped: an interrupted `up` leaves nothing running.
+    previous = {sig: signal.getsignal(sig) for sig in INTERRUPTS}
+    for sig in INTERRUPTS:
+        signal.signal(sig, _interrupt)
     try:
         stack.start()
     except BaseException:
+        # A second Ctrl-C or signal must not cut the clean-up short and leave processes running (an
+        # interrupt has ignored them already, from its handler: no window between the two).
+        for sig in INTERRUPTS:
+            signal.signal(sig, _ignore)
         sup.stop_all()
         (run_dir / STATE_FILE).unlink(missing_ok=True)
         raise
@@ -388,5 +434,14 @@ def up(config: StackConfig) -> NativeStack:
     return stack
 
 
+INTERRUPTS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
 def _interrupt(signum: int, _frame: object) -> None:
+    for sig in INTERRUPTS:
+        signal.signal(sig, _ignore)
     raise KeyboardInterrupt(f"signal {signum}")
+
+
+def _ignore(_signum: int, _frame: object) -> None:
+    """Ignores an interrupt (a Python handler, not SIG_IGN: one already pending is dropped quietly)."""
