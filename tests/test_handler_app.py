@@ -6,6 +6,8 @@ import asyncio
 import contextlib
 import os
 import signal
+import subprocess
+import sys
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -403,3 +405,10 @@ def test_fuzzed_requests_never_500(client: TestClient, body: bytes, content_type
     assert response.status_code in (200, 400, 413, 415, 422), response.text
     if response.status_code != 200:
         assert response.json()["error"]["code"]
+
+
+def test_the_app_module_does_not_import_uvicorn_s_protocol() -> None:
+    # The app needs the connection count's type only; uvicorn's httptools protocol is the server's business.
+    probe = "import sys, harness.handler.app; print('uvicorn.protocols.http.httptools_impl' in sys.modules)"
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=True)
+    assert result.stdout.strip() == "False", result.stdout + result.stderr

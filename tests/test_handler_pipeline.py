@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import io
+from pathlib import Path
+
 import numpy as np
 import pytest
-from handler_fixtures import encoded, jpeg, photo, png_bomb
+from handler_fixtures import encoded, int8_model, jpeg, models_dir, photo, png_bomb  # noqa: F401
 from PIL import Image
 
 from harness.handler import pipeline
@@ -207,3 +210,57 @@ def test_a_jpeg_s_pixel_limit_applies_after_its_draft_reduction() -> None:
     with pytest.raises(HandlerError) as err:
         pipeline.decode(encoded(photo(2400, 1800), "PNG"), "image/png", (224, 224), 100_000)
     assert err.value.code == "image_too_large"
+
+
+def test_the_decode_budget_is_held_while_the_decoded_image_lives() -> None:
+    from harness.handler.admission import ByteBudget
+
+    rgba = encoded(Image.new("RGBA", (1000, 1000), (1, 2, 3, 4)), "PNG")
+    need = 1000 * 1000 * (4 + 4)
+    budget = ByteBudget(need)
+    with pipeline.decoded(rgba, "image/png", (224, 224), pipeline.DecodeLimits(10**7, budget)) as image:
+        assert image.mode == "RGB" and budget.used == need
+        pipeline.preprocess(image, spec())
+    assert budget.used == 0
+    with (
+        pytest.raises(RuntimeError),
+        pipeline.decoded(rgba, "image/png", (224, 224), pipeline.DecodeLimits(10**7, budget)),
+    ):
+        raise RuntimeError("preprocessing failed")
+    assert budget.used == 0
+
+
+def test_a_request_s_pipeline_holds_the_decode_budget_through_preprocess(
+    int8_model: Path,  # noqa: F811
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from harness.handler.admission import ByteBudget
+    from harness.handler.app import StageTimes, run_pipeline
+    from harness.handler.lifecycle import load_model
+    from harness.model.store import ModelStore
+
+    model, _cold = load_model(ModelStore(tmp_path / "cache"), str(int8_model), None, 1, "test")
+    budget = ByteBudget(10**9)
+    held_while_preprocessing: list[int] = []
+    real_preprocess = pipeline.preprocess
+
+    def preprocess(image: Image.Image, input_spec: InputSpec) -> np.ndarray:
+        held_while_preprocessing.append(budget.used)
+        return real_preprocess(image, input_spec)
+
+    monkeypatch.setattr(pipeline, "preprocess", preprocess)
+    body = encoded(photo(640, 480), "PNG")
+    predictions = run_pipeline(model, body, "image/png", 3, pipeline.DecodeLimits(10**7, budget), StageTimes())
+    assert len(predictions) == 3
+    assert held_while_preprocessing == [640 * 480 * 4]  # the decoded RGB image's bytes, still accounted
+    assert budget.used == 0
+
+
+def test_only_a_progressive_jpeg_is_counted_for_scans() -> None:
+    # A baseline JPEG whose comment holds the SOS marker's bytes a hundred times: one scan, accepted.
+    image = photo(64, 64)
+    buffer = io.BytesIO()
+    image.save(buffer, "JPEG", quality=80, comment=b"\xff\xda" * 100)
+    decoded = pipeline.decode(buffer.getvalue(), "image/jpeg", (224, 224), MAX_PIXELS)
+    assert decoded.size == (64, 64)

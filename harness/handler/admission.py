@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import threading
+from dataclasses import dataclass
 
 from harness.handler import errors
 
@@ -91,3 +92,15 @@ class ByteBudget:
     def give(self, n: int) -> None:
         with self._lock:
             self.used -= n
+
+
+@dataclass
+class ConnectionCount:
+    """Open connections of one server, counted by its protocol (protocol.py), read by the app."""
+
+    limit: int
+    open: int = 0
+
+    @property
+    def over(self) -> bool:
+        return self.open > self.limit

@@ -22,11 +22,10 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from harness import __version__
 from harness.handler import errors, pipeline
-from harness.handler.admission import Admission, ByteBudget
+from harness.handler.admission import Admission, ByteBudget, ConnectionCount
 from harness.handler.errors import HandlerError
 from harness.handler.lifecycle import ColdStart, LoadedModel, ModelRuntime, ModelUnavailable, model_store
 from harness.handler.openapi import MAX_TOP_K, openapi_document
-from harness.handler.protocol import ConnectionCount
 from harness.handler.settings import HandlerSettings
 from harness.handler.telemetry.link import TelemetrySink, make_telemetry
 from harness.handler.telemetry.records import (
@@ -112,10 +111,12 @@ def run_pipeline(
     """All four stages, in one worker thread: one hop off the event loop instead of four."""
     clock = time.time_ns
     t0 = clock()
-    image = pipeline.decode(body, content_type, (model.spec.width, model.spec.height), limits)
-    t1 = clock()
-    times.marks.append(("decode", t0, t1))
-    tensor = pipeline.preprocess(image, model.spec)
+    # The decode budget is held until preprocessing is done with the decoded image, not just its decode.
+    with pipeline.decoded(body, content_type, (model.spec.width, model.spec.height), limits) as image:
+        t1 = clock()
+        times.marks.append(("decode", t0, t1))
+        tensor = pipeline.preprocess(image, model.spec)
+        del image
     t2 = clock()
     times.marks.append(("preprocess", t1, t2))
     logits = pipeline.infer(model.session, model.info.input_name, tensor)

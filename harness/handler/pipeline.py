@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import io
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
@@ -95,9 +97,18 @@ def media_type(content_type: str | None) -> str:
 
 
 def decode(body: bytes, content_type: str, size: tuple[int, int], limits: DecodeLimits | int) -> Image.Image:
+    """Decode an image body to RGB (see `decoded`), giving its decode budget back on return: for callers
+    that drop the image at once; a request's pipeline holds the budget with `decoded` instead."""
+    with decoded(body, content_type, size, limits) as image:
+        return image
+
+
+@contextlib.contextmanager
+def decoded(body: bytes, content_type: str, size: tuple[int, int], limits: DecodeLimits | int) -> Iterator[Image.Image]:
     """Decode an image body to RGB, refusing corrupt data and images too large or too costly before decoding:
     over the pixel limit (a JPEG's after its draft reduction), with too many JPEG scans, or needing more
-    memory than the decode budget has."""
+    memory than the decode budget has. The bytes taken from the decode budget are held until the block
+    ends: the decoded image lives on through the block (preprocessing), and so do its bytes."""
     if not body:
         raise errors.empty_body()
     if isinstance(limits, int):
@@ -114,12 +125,14 @@ def decode(body: bytes, content_type: str, size: tuple[int, int], limits: Decode
         raise errors.invalid_image(f"declared size {width}x{height}")
     need = 0
     if fmt == "JPEG":
-        scans = body.count(b"\xff\xda")  # SOS markers: entropy-coded data stuffs every 0xFF with 0x00
-        if scans > MAX_JPEG_SCANS:
-            raise errors.HandlerError(
-                422, "image_too_complex", f"the JPEG has {scans} scans, over the limit of {MAX_JPEG_SCANS}"
-            )
         if image.info.get("progressive") or image.info.get("progression"):
+            # Only a progressive JPEG has many scans; a baseline one has one per component at most, and
+            # scanning its whole body for markers would cost every ordinary request a pass over its bytes.
+            scans = body.count(b"\xff\xda")  # SOS markers: entropy-coded data stuffs every 0xFF with 0x00
+            if scans > MAX_JPEG_SCANS:
+                raise errors.HandlerError(
+                    422, "image_too_complex", f"the JPEG has {scans} scans, over the limit of {MAX_JPEG_SCANS}"
+                )
             need += width * height * PROGRESSIVE_COEFFICIENT_BYTES
         # Draft mode lets libjpeg decode at 1/2, 1/4 or 1/8 scale: about 2x faster for large photos, and the
         # pixel limit applies to what is decoded.
@@ -143,17 +156,18 @@ def decode(body: bytes, content_type: str, size: tuple[int, int], limits: Decode
             headers={"Retry-After": "1"},
         )
     try:
-        image.load()
-        if image.mode != "RGB":
-            image = image.convert("RGB")
-    except Image.DecompressionBombError as exc:
-        raise errors.HandlerError(422, "image_too_large", f"the image declares too many pixels: {exc}") from exc
-    except (OSError, SyntaxError, ValueError, MemoryError, EOFError) as exc:
-        raise errors.invalid_image(f"{fmt} data is truncated or corrupt ({_reason(exc)})") from exc
+        try:
+            image.load()
+            if image.mode != "RGB":
+                image = image.convert("RGB")
+        except Image.DecompressionBombError as exc:
+            raise errors.HandlerError(422, "image_too_large", f"the image declares too many pixels: {exc}") from exc
+        except (OSError, SyntaxError, ValueError, MemoryError, EOFError) as exc:
+            raise errors.invalid_image(f"{fmt} data is truncated or corrupt ({_reason(exc)})") from exc
+        yield image
     finally:
         if budget is not None:
             budget.give(need)
-    return image
 
 
 def _bytes_per_pixel(mode: str) -> int:

@@ -16,26 +16,15 @@ from __future__ import annotations
 
 import asyncio
 import json
-from dataclasses import dataclass
 from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+from harness.handler.admission import ConnectionCount
+
 # Beyond this many times the connection cap a new connection is closed without an answer: reading its
 # request to answer 503 would cost what the cap is there to save.
 HARD_CAP_FACTOR = 2
-
-
-@dataclass
-class ConnectionCount:
-    """Open connections of one server, counted by its protocol, read by the app."""
-
-    limit: int
-    open: int = 0
-
-    @property
-    def over(self) -> bool:
-        return self.open > self.limit
 
 
 def _raw_response(status: int, reason: str, code: str, message: str) -> bytes:

@@ -99,8 +99,9 @@ def serve(
     returns when SIGTERM/SIGINT drained it. `created_at` (perf_counter) is when the process was asked for,
     when its creator knows better than the kernel (a zygote's fork), and `first_phase` names what ran from
     then until `imports_done_at`."""
+    from harness.handler.admission import ConnectionCount
     from harness.handler.app import InitRecord, create_app
-    from harness.handler.protocol import HARD_CAP_FACTOR, ConnectionCount, protocol_class
+    from harness.handler.protocol import HARD_CAP_FACTOR, protocol_class
 
     if created_at is None:
         age = process_age_s()
