@@ -35,7 +35,10 @@ mirror() {
 if [[ $force -eq 1 || ! -s "$tarball" ]]; then
   [[ "$(id -u)" -eq 0 ]] || { echo "debian-base.sh: debootstrap needs root" >&2; exit 1; }
   if ! command -v debootstrap >/dev/null 2>&1; then
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends debootstrap >/dev/null
+    # On a fresh machine (a new CI runner) apt's package lists may be empty: update once, then retry.
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get install -y -q --no-install-recommends debootstrap >/dev/null \
+      || { apt-get update -q >/dev/null && apt-get install -y -q --no-install-recommends debootstrap >/dev/null; }
   fi
   url="$(mirror)"
   rootfs="$(mktemp -d "${TMPDIR:-/tmp}/edgeharness-rootfs.XXXXXX")"
