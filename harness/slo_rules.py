@@ -9,6 +9,7 @@ Google SRE workbook (chapter "Alerting on SLOs").
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -65,6 +66,7 @@ class Sli:
     objective: float
     description: str
     bucket: float | None = None  # latency: the bucket bound that counts as good (s)
+    region: str | None = None  # the one region it covers, when it has thresholds of its own
 
     @property
     def budget(self) -> float:
@@ -144,25 +146,43 @@ def slis(spec: SloSpec, buckets_s: Sequence[float] | None = None) -> list[Sli]:
         # A region states its own rule only where it differs from the defaults.
         own = {r: v for r, v in by_region.items() if r is not None and v != default}
         if default is not None:
-            selector = f'cloud_region!~"{"|".join(sorted(own))}"' if own else 'cloud_region=~".+"'
+            others = "|".join(promql_regex_literal(r) for r in sorted(own))
+            selector = f"cloud_region!~{promql_string(others)}" if own else 'cloud_region=~".+"'
             out.append(
                 _sli(name, selector, default, "every region" + (" but " + ", ".join(sorted(own)) if own else ""))
             )
         for region, value in sorted(own.items()):
-            out.append(_sli(name, f'cloud_region="{region}"', value, region))
+            out.append(_sli(name, f"cloud_region={promql_string(region)}", value, region, region=region))
     for sli in out:
         if not 0 < sli.objective < 1:
             raise RulesError(f"{sli.slo}: objective {sli.objective:g} leaves no error budget; set `objective` < 1")
     return out
 
 
-def _sli(name: str, selector: str, value: tuple[float, float, float | None], where: str) -> Sli:
+# RE2's metacharacters: a region name is matched as itself, whatever it holds.
+_REGEX_META = frozenset("\\.+*?()|[]{}^$")
+
+
+def promql_regex_literal(text: str) -> str:
+    """`text` as an RE2 pattern that matches exactly it (Python's re.escape also escapes characters RE2
+    refuses to see escaped, such as spaces)."""
+    return "".join("\\" + ch if ch in _REGEX_META else ch for ch in text)
+
+
+def promql_string(text: str) -> str:
+    """`text` as a double-quoted PromQL string (Go's escapes, which JSON's are a subset of)."""
+    return json.dumps(text, ensure_ascii=False)
+
+
+def _sli(
+    name: str, selector: str, value: tuple[float, float, float | None], where: str, *, region: str | None = None
+) -> Sli:
     threshold, objective, bucket = value
     if bucket is None:
         text = f"{objective:.4g} of requests answered without a 5xx ({where})"
     else:
         text = f"{objective:.4g} of 200 responses within {bucket * 1000:g} ms ({where}; SLO file: {threshold:g} ms)"
-    return Sli(slo=name, selector=selector, objective=objective, description=text, bucket=bucket)
+    return Sli(slo=name, selector=selector, objective=objective, description=text, bucket=bucket, region=region)
 
 
 def windows(spec: SloSpec) -> list[str]:
@@ -195,8 +215,8 @@ def rule_groups(spec: SloSpec, buckets_s: Sequence[float] | None = None) -> dict
         # Static labels tell the rules of one SLO (and of a region with its own thresholds) apart, so no two
         # rules record the same series name and labels (promtool's duplicate-rules lint).
         labels = {"slo": sli.slo}
-        if sli.selector.startswith('cloud_region="'):
-            labels["cloud_region"] = sli.selector.split('"')[1]
+        if sli.region is not None:
+            labels["cloud_region"] = sli.region
         for window in windows(spec):
             records.append(
                 {

@@ -314,3 +314,27 @@ def test_a_slow_handler_fires_the_page_alert_in_the_native_stack(models_dir: Pat
     assert page[0]["severity"] == "page"
     # Every request answered 200: the error-rate SLO burns nothing.
     assert not [a for a in alerts if a["labels"]["slo"] == "error_rate"], alerts
+
+
+def test_region_names_are_escaped_in_promql(tmp_path: Path) -> None:
+    import json
+    import re
+
+    odd = 'x.y|z"q'  # a regex wildcard, an alternation and a quote
+    text = f"defaults: {{error_rate: 0.01}}\nregions:\n  {json.dumps(odd)}: {{error_rate: 0.05}}\n"
+    spec = load_slo(slo_file(tmp_path, text))
+    got = {s.selector: s for s in slis(spec, BUCKETS)}
+    own = got['cloud_region="x.y|z\\"q"']
+    assert own.region == odd
+    default = next(s for s in got.values() if s.region is None)
+    # The default rule's negative match leaves out exactly that region: RE2 reads `\.` and `\|` as themselves.
+    pattern = json.loads(default.selector.removeprefix("cloud_region!~"))
+    assert re.fullmatch(pattern, odd) and not re.fullmatch(pattern, 'xay|z"q') and not re.fullmatch(pattern, "x")
+    rules = tmp_path / "odd.yml"
+    rules.write_text(render(spec))
+    result = run_promtool("check", "rules", "--lint-fatal", rules)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert yaml.safe_load(rules.read_text())  # and the labels name the region as it is
+    assert odd in {
+        r.get("labels", {}).get("cloud_region") for g in yaml.safe_load(rules.read_text())["groups"] for r in g["rules"]
+    }
