@@ -98,13 +98,13 @@ def test_stalled_bodies_and_headers_time_out_while_a_normal_request_is_served(
     stalled_at = time.monotonic()
     time.sleep(0.3)
 
-    # A normal request is still answered within its usual latency (the slowest of five, plus slack for a
-    # loaded machine), not queued behind the stalled ones.
+    # A normal request is still answered, not queued behind the stalled ones: queued, it would wait for their
+    # 408s, 2 s after they stalled (1.7 s from here). The bound leaves a loaded machine slack below that.
     t0 = time.perf_counter()
     response = httpx.post(classify_url(proc), content=body, headers={"content-type": "image/jpeg"})
     took = time.perf_counter() - t0
     assert response.status_code == 200, response.text
-    assert took < max(usual) + 0.5, (took, usual)
+    assert took < 1.5, (took, usual)
     # Ten stalled bodies of 2 MiB each: they hold what they sent (20 MiB), never what they declared.
     grown = psutil.Process(proc.proc.pid).memory_info().rss - rss_before
     assert grown < 48 * MiB, grown
@@ -366,8 +366,9 @@ def test_costly_images_are_refused_or_answered_within_time_and_memory(serve_proc
         response = httpx.post(classify_url(proc), content=body, headers={"content-type": content_type}, timeout=30)
         took = time.perf_counter() - t0
         assert response.status_code in (200, 413, 422), (name, response.status_code, response.text)
-        # Refused before decoding, or decoded (8 MP at most) within a second or two of CPU.
-        assert took < 3.0, (name, took)
+        # Refused before decoding, or decoded (8 MP at most): seconds, not the tens of seconds hundreds of
+        # scans or 40 MP would cost (the real checks are the statuses and the peak memory below).
+        assert took < 10.0, (name, took)
     # Nothing decoded was larger than 8 MP x (4 + 4) bytes: the peak grew by less than 100 MiB.
     assert peak_rss_bytes(proc.proc.pid) - peak_before < 100 * MiB
     refused = httpx.post(classify_url(proc), content=cases[0][1], headers={"content-type": "image/png"})
@@ -422,7 +423,7 @@ def test_a_failed_model_load_is_a_quiet_503_for_all_waiters_then_backs_off(serve
             took = time.monotonic() - t0
         # One load for the four waiting requests, failed for all of them together.
         assert server.requests == 1
-        assert took < 3.0
+        assert took < 10.0  # one 0.5 s load, not one per waiter in turn (each up to 30 s)
         for response in responses:
             assert (response.status_code, response.json()["error"]["code"]) == (503, "model_unavailable")
             assert int(response.headers["retry-after"]) >= 1
@@ -430,7 +431,7 @@ def test_a_failed_model_load_is_a_quiet_503_for_all_waiters_then_backs_off(serve
         # Within the backoff, a request fails at once, without trying the load again.
         t0 = time.monotonic()
         assert post().status_code == 503
-        assert time.monotonic() - t0 < 0.3 and server.requests == 1
+        assert time.monotonic() - t0 < 1.0 and server.requests == 1  # no 0.5 s load tried again
         # After it, the load is tried again.
         time.sleep(1.2)
         assert post().status_code == 503 and server.requests == 2
