@@ -375,6 +375,41 @@ def test_a_download_past_its_deadline_ends_its_thread_and_its_partial_file_at_on
     assert list((tmp_path / "cache").iterdir()) == []
 
 
+def test_one_download_per_source_runs_at_a_time(served, tmp_path):
+    server, _root = served
+    store = ModelStore(tmp_path / "cache", timeout_s=2.0)
+    url = f"{server.url}/stall/m.onnx"
+    errors: list[Exception] = []
+
+    def fetch() -> None:
+        try:
+            store.fetch(url, "0" * 64)
+        except ModelError as exc:
+            errors.append(exc)
+
+    most = 0
+    sampling = True
+
+    def sample() -> None:
+        nonlocal most
+        while sampling:
+            most = max(most, sum(t.name == "model-download" for t in threading.enumerate()))
+            time.sleep(0.005)
+
+    sampler = threading.Thread(target=sample)
+    sampler.start()
+    fetchers = [threading.Thread(target=fetch) for _ in range(3)]
+    for thread in fetchers:
+        thread.start()
+    for thread in fetchers:
+        thread.join(15)
+    sampling = False
+    sampler.join()
+    assert len(errors) == 3 and all("timed out" in str(e) or "deadline" in str(e) for e in errors), errors
+    # The later fetches waited for the one in flight instead of opening downloads of their own beside it.
+    assert most == 1
+
+
 def test_redirects_stay_on_the_host_and_never_leave_https(served, tmp_path):
     server, root = served
     data = _tiny_classifier(["n", 3, 32, 32], "NCHW")

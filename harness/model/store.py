@@ -209,6 +209,9 @@ class ModelStore:
         return content
 
     def _fetch_url(self, source: str, expected: str | None) -> LocalModel:
+        return self._cached(source, expected) or self._download(source, expected)
+
+    def _cached(self, source: str, expected: str | None) -> LocalModel | None:
         if expected is not None:
             cached = self.cache_dir / f"{expected}.onnx"
             # Re-hash the cached file (milliseconds): a truncated or altered cache entry is downloaded again.
@@ -216,7 +219,7 @@ class ModelStore:
                 content = self._read(source, cached)
                 if hashlib.sha256(content).hexdigest() == expected:
                     return LocalModel(source, cached, expected, len(content), content)
-        return self._download(source, expected)
+        return None
 
     def _download(self, source: str, expected: str | None) -> LocalModel:
         """The download, in a thread of its own so that its deadline holds for the whole of it: a server
@@ -227,14 +230,6 @@ class ModelStore:
         except OSError as exc:
             raise ModelError(source, f"cannot create cache directory {self.cache_dir}: {exc.strerror}") from exc
         deadline = time.monotonic() + self.timeout_s
-        with self._downloads_lock:
-            earlier = self._downloads.get(source)
-        if earlier is not None:
-            # An earlier download of this source is still ending (it was cancelled, its socket shut down).
-            earlier.join(max(0.0, deadline - time.monotonic()))
-            if earlier.is_alive():
-                raise ModelError(source, "download timed out: an earlier download of this model is still ending")
-        self._remove_orphaned_parts()
         done = threading.Event()
         download = _Cancel()
         outcome: list[LocalModel | BaseException] = []
@@ -250,10 +245,24 @@ class ModelStore:
                     if self._downloads.get(source) is threading.current_thread():
                         del self._downloads[source]
 
-        thread = threading.Thread(target=work, name="model-download", daemon=True)
-        with self._downloads_lock:
-            self._downloads[source] = thread
-        thread.start()
+        while True:
+            with self._downloads_lock:
+                earlier = self._downloads.get(source)
+                if earlier is None or not earlier.is_alive():
+                    # Started under the lock: a registered download is always seen alive until it ends.
+                    self._remove_orphaned_parts()
+                    thread = threading.Thread(target=work, name="model-download", daemon=True)
+                    self._downloads[source] = thread
+                    thread.start()
+                    break
+            # Another caller's download of this source is in flight (or ending): wait for it, then take
+            # what it cached rather than download beside it.
+            earlier.join(max(0.0, deadline - time.monotonic()))
+            if earlier.is_alive():
+                raise ModelError(source, f"download timed out: not complete within {self.timeout_s:g} s")
+            cached = self._cached(source, expected)
+            if cached is not None:
+                return cached
         if not done.wait(max(0.0, deadline - time.monotonic())):
             download.cancel()  # the thread's read ends at once; it removes its partial file
             raise ModelError(source, f"download timed out: not complete within {self.timeout_s:g} s")
