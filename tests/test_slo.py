@@ -191,6 +191,21 @@ def test_cold_starts_judged_apart_from_warm():
     assert _check(res, "paris", "cold_start_ms", "p95").status == "not_observed"
 
 
+def test_many_slow_cold_requests_are_judged_even_when_the_profile_does_not_aim_at_them():
+    # 50 of 300 requests cold at 150 ms: left out of client_latency_ms, so the cold check must speak.
+    # 50 samples cannot decide a p95 at 99 %: inconclusive, never a silent pass.
+    warm = _samples("paris", 250, 5000)
+    cold = _samples("paris", 50, 150_000, cold=1)
+    res = _judge(warm + cold, slo=SLO.replace("cold_start_ms: {p95: 2000}", "cold_start_ms: {p95: 200}"))
+    ch = _check(res, "paris", "cold_start_ms", "p95")
+    assert ch.status == "inconclusive" and ch.samples == 50
+    assert res.verdict.status == "inconclusive" and res.verdict.exit_code == EXIT_INVALID
+    # Under min_cold_samples (3 here) a profile not aiming at cold starts leaves them unclaimed.
+    res = _judge(warm + cold[:2], slo=SLO.replace("cold_start_ms: {p95: 2000}", "cold_start_ms: {p95: 200}"))
+    assert _check(res, "paris", "cold_start_ms", "p95").status == "not_observed"
+    assert res.verdict.exit_code == EXIT_PASS
+
+
 def test_process_cold_starts_are_judged_per_strategy():
     slo = SLO.replace("  error_rate: 0.01\n", "  error_rate: 0.01\n  process_cold_start_ms: {p50: 1000}\n")
     starts = [

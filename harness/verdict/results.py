@@ -365,10 +365,12 @@ def _metric_checks(
     values = _values(samples, metric)
     assert values is not None, metric
     ch = judge_percentile(region, metric, pct, threshold, values, conf)
-    few = ch.status in (INCONCLUSIVE, "no_data") or len(values) < facts.slo.validity.min_cold_samples
+    few = len(values) < facts.slo.validity.min_cold_samples
     if metric == "cold_start_ms" and not facts.profile.expects_cold_starts and few and ch.status != FAIL:
         # A profile that does not aim at cold starts meets few (each PoP's first request): too few to
-        # claim anything, and no reason to invalidate the run. A definite failure still counts.
+        # claim anything, and no reason to invalidate the run. A definite failure still counts. From
+        # min_cold_samples on, an undecided check is inconclusive like any other: the cold requests are
+        # left out of client_latency_ms, so leaving them unjudged too would let slow ones pass unseen.
         ch.status = "not_observed"
         ch.needed_samples = None
         ch.reason = f"{ch.name}: {len(values)} cold requests, too few to judge (the profile does not aim at them)"
