@@ -11,7 +11,7 @@ import jsonschema
 import pytest
 
 from harness.load.profiles import Profile
-from harness.load.recorder import UNFINISHED, Sample
+from harness.load.recorder import DROPPED, UNFINISHED, Sample
 from harness.load.yamlfile import ConfigError, loads
 from harness.verdict.facts import LoadProcessFacts, RunFacts
 from harness.verdict.model import Results, results_schema
@@ -179,6 +179,24 @@ def test_errors_drops_and_unanswered_count_against_error_rate():
     assert err.measured == pytest.approx(10 / 300, abs=1e-5) and err.status == "fail"
 
 
+def test_unanswered_arrivals_invalidate_a_run_whose_slo_sets_no_error_rate():
+    # Percentiles are over answered requests: without an error_rate, 10 of 300 unanswered (3.3 %) must
+    # not pass on the fast survivors.
+    no_err = SLO.replace("  error_rate: 0.01\n", "")
+    ok = _samples("paris", 290, 5000)
+    bad = _samples("paris", 4, 5000, status=503) + _samples("paris", 3, 0, status=UNFINISHED)
+    dropped = [dataclasses.replace(x, status=DROPPED) for x in _samples("paris", 3, 0)]
+    v = _judge(ok + bad + dropped, slo=no_err).verdict
+    assert v.status == "invalid" and v.exit_code == EXIT_INVALID
+    assert any(
+        "paris: 3.3% of arrivals got no good answer (4 errors, 3 dropped, 3 unfinished of 300; max 1.0%" in r
+        for r in v.invalid_reasons
+    )
+    # The SLO may allow more; 1 of 300 is within the default.
+    assert _judge(ok + bad + dropped, slo=no_err + "  max_unanswered_fraction: 0.05\n").verdict.status == "pass"
+    assert _judge(ok + bad[:1], slo=no_err).verdict.status == "pass"
+
+
 def test_cold_starts_judged_apart_from_warm():
     warm = _samples("paris", 300, 5000)
     cold = _samples("paris", 30, 2_500_000, cold=1)
@@ -228,7 +246,7 @@ def test_default_and_lenient_slo_files_load():
     spec = load_slo()
     assert spec.defaults.latency["client_latency_ms"]["p50"] == 10
     assert spec.defaults.latency["cold_start_ms"]["p95"] == 200  # model-level cold start, as edge platforms promise
-    assert spec.validity.confidence == 0.99 and spec.window == "30d" and spec.objective == 0.99
+    assert spec.validity.confidence == 0.99 and spec.window == "30d" and spec.objective is None  # per check
     lenient = load_slo("lenient")
     assert lenient.defaults.latency["client_latency_ms"]["p50"] > 10
     assert load_slo("strict").defaults.latency["client_latency_ms"]["p99"] == 50
@@ -246,7 +264,7 @@ def test_default_and_lenient_slo_files_load():
         ("defaults:\n  error_rate: 3\n", 2, "error_rate"),
         ("window: 3 days\ndefaults: {}\n", 1, "window"),
         ("defaults: {}\nregions:\n  paris: {}\n", 3, "region 'paris' lists no thresholds"),
-        ("objective: 0.999\ndefaults:\n  error_rate: 0.01\n", 1, "objective 0.999 allows"),
+        ("defaults: {}\nvalidity:\n  max_unanswered_fraction: 2\n", 3, "max_unanswered_fraction"),
     ],
 )
 def test_bad_slo_file_names_file_line_and_problem(tmp_path, text, line, message):

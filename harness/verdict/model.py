@@ -191,6 +191,9 @@ class ValidityRules:
     duration_tolerance_s: float = 2.0  # a measured span shorter than planned by more is invalid
     min_cold_samples: int = 5
     max_late_fraction: float = 0.05
+    # Errors, dropped and unfinished arrivals over all recorded, where the SLO sets no error_rate: the
+    # percentiles describe only answered requests, so a larger unanswered share can hide the whole tail.
+    max_unanswered_fraction: float = 0.01
 
 
 @dataclass

@@ -282,9 +282,17 @@ def _judge(
                 f"{region}: {r.late_fraction:.1%} of sends were late (max {v.max_late_fraction:.1%}): "
                 "the load generator fell behind its schedule"
             )
+        slo = spec.for_region(region)
+        if slo.error_rate is None and r.error_rate > v.max_unanswered_fraction:
+            # Percentiles are over answered requests only: without an error_rate to judge the rest, too
+            # many unanswered arrivals make the figures describe a survivor subset, not the service.
+            problems.append(
+                f"{region}: {r.error_rate:.1%} of arrivals got no good answer ({c.errors} errors, {c.dropped} "
+                f"dropped, {c.unfinished} unfinished of {c.recorded}; max {v.max_unanswered_fraction:.1%} "
+                "without an error_rate SLO): the percentiles describe only the answered requests"
+            )
         if not by_region.get(region):
             continue
-        slo = spec.for_region(region)
         rs = by_region[region]
         for metric, pcts in slo.latency.items():
             for pct, threshold in sorted(pcts.items(), key=lambda kv: float(kv[0][1:])):
