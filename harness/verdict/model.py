@@ -136,7 +136,7 @@ class LoadProcessResult:
 
     name: str
     regions: list[str]
-    state: str  # finished | lost | interrupted
+    state: str  # finished | lost | interrupted | unknown (rejudged without the ledger)
     last_flush_t_s: float | None
     rtt_measured: bool
     planned: dict[str, int]
