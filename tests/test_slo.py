@@ -295,6 +295,23 @@ def test_server_latency_from_prometheus_is_judged_on_its_point_estimate_only_whe
     # nairobi's own p50 override is for client latency: its server latency keeps the default 10 ms.
     assert nairobi.status == "fail" and nairobi.measured == 14.0 and nairobi.threshold == 10
     assert res.regions["paris"].server_latency_ms.value("p50") == 4.2
-    # Without the telemetry stack there is nothing to judge: no check, and no reason to invalidate the run.
+    # Without the telemetry stack there is nothing to judge, and no reason to invalidate the run; the claim
+    # still shows, unmeasured, and the verdict's notes say so.
     res = _judge(samples, slo=slo)
-    assert not [c for c in res.verdict.checks if c.metric == "server_latency_ms"] and res.verdict.valid
+    ch = _check(res, "paris", "server_latency_ms", "p50")
+    assert ch.status == "not_observed" and ch.measured is None and "--stack" in ch.reason
+    assert res.verdict.valid and res.verdict.status == "pass"
+    assert any("server_latency_ms p50 <= 10: not measured" in n for n in res.verdict.notes)
+    # A point estimate over too few requests claims nothing: a p50 needs 8 at 99 %.
+    server["regions"]["paris"]["requests"] = 5
+    res = _judge(samples, slo=slo, server_side=server)
+    few = _check(res, "paris", "server_latency_ms", "p50")
+    assert few.status == "inconclusive" and few.needed_samples == 8 and "counted 5 requests" in few.reason
+
+
+def test_a_process_cold_start_claim_without_starts_in_the_region_is_shown_unmeasured():
+    slo = SLO.replace("  error_rate: 0.01\n", "  error_rate: 0.01\n  process_cold_start_ms: {p50: 1000}\n")
+    res = _judge(_samples("paris", 300, 5000), slo=slo)
+    ch = _check(res, "paris", "process_cold_start_ms", "p50")
+    assert ch.status == "not_observed" and "no process cold start was measured" in ch.reason
+    assert any("process_cold_start_ms p50 <= 1000: not measured" in n for n in res.verdict.notes)

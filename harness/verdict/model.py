@@ -174,7 +174,8 @@ class Check:
     hi: float | None
     samples: int
     # pass | fail | inconclusive (interval straddles the threshold) | not_observed (too few cold starts
-    # in a profile that does not aim at them: unclaimed) | no_data (nothing measured: invalidates the run)
+    # in a profile that does not aim at them, or a claim this run cannot measure: no --stack, no process
+    # start in the region; named in the verdict's notes) | no_data (nothing measured: invalidates the run)
     status: str
     unit: str = "ms"
     needed_samples: int | None = None  # samples in all that would have decided it, at this rate

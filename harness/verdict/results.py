@@ -43,8 +43,10 @@ from harness.verdict.model import (
     ServerSide,
     Summary,
     Verdict,
+    pct_fraction,
 )
 from harness.verdict.slo import check_name, judge_error_rate, judge_percentile
+from harness.verdict.stats import min_samples_bounded
 
 LATENCY_BASIS = (
     "client latency from the intended send time (open model), emulated RTT excluded; e2e_latency_ms adds "
@@ -310,6 +312,8 @@ def _judge(
             )
     if profile.expects_cold_starts and profile.process_cold_start and not cold_starts:
         notes.append("process-level cold start not measured (external targets)")
+    # A claim the run could not measure is not a pass: say so beside the verdict.
+    notes.extend(c.reason for c in checks if c.status == "not_observed" and c.samples == 0)
     failed = [c.name for c in checks if c.status == FAIL]
     undecided = [c.reason for c in checks if c.status == INCONCLUSIVE]
     if facts.interrupted:
@@ -355,6 +359,10 @@ def _metric_checks(
             for c in cold_starts
             if c.region == region and c.spawn_to_first_answer_ms is not None and 200 <= c.status < 300
         ]
+        if not [c for c in cold_starts if c.region == region]:
+            # The run measured no process start here (the profile asks for none in this region, or the
+            # targets are external): the claim is shown unmeasured, never dropped.
+            return [_unmeasured(region, metric, pct, threshold, "no process cold start was measured for the region")]
         out = []
         for strategy in sorted({c.strategy for c in mine}):
             values = [float(c.spawn_to_first_answer_ms or 0.0) for c in mine if c.strategy == strategy]
@@ -365,11 +373,25 @@ def _metric_checks(
         figures = r.server_latency_ms
         value = figures.value(pct) if figures else None
         if figures is None or value is None:
-            return []  # measured only with the telemetry stack (edgeharness run --stack)
+            why = "measured only with the telemetry stack (edgeharness run --stack)"
+            if facts.server_side is not None and facts.server_side.get("error"):
+                why = f"Prometheus could not be read ({facts.server_side['error']})"
+            return [_unmeasured(region, metric, pct, threshold, why)]
         name = check_name(region, metric, pct, threshold, None)
-        status = PASS if value <= threshold else FAIL
-        reason = "point estimate from Prometheus histogram buckets (no interval)"
-        return [Check(name, region, metric, pct, threshold, value, None, None, figures.count, status, reason=reason)]
+        # No interval from buckets; at least demand the count with which samples could decide this percentile.
+        need = min_samples_bounded(pct_fraction(pct), conf)
+        if figures.count < need:
+            status = INCONCLUSIVE
+            reason = (
+                f"{name}: Prometheus counted {figures.count} requests; a {pct} claim needs at least {need} "
+                f"at {conf:.0%} confidence"
+            )
+        else:
+            status = PASS if value <= threshold else FAIL
+            reason = "point estimate from Prometheus histogram buckets (no interval)"
+        ch = Check(name, region, metric, pct, threshold, value, None, None, figures.count, status, reason=reason)
+        ch.needed_samples = need if status == INCONCLUSIVE else None
+        return [ch]
     values = _values(samples, metric)
     assert values is not None, metric
     ch = judge_percentile(region, metric, pct, threshold, values, conf)
@@ -383,6 +405,13 @@ def _metric_checks(
         ch.needed_samples = None
         ch.reason = f"{ch.name}: {len(values)} cold requests, too few to judge (the profile does not aim at them)"
     return [ch]
+
+
+def _unmeasured(region: str, metric: str, pct: str, threshold: float, why: str) -> Check:
+    name = check_name(region, metric, pct, threshold, None)
+    return Check(
+        name, region, metric, pct, threshold, None, None, None, 0, "not_observed", reason=f"{name}: not measured: {why}"
+    )
 
 
 def _write_atomic(path: Path, text: str) -> None:

@@ -110,6 +110,18 @@ def samples_to_decide(q: float, n: int, above: int, confidence: float, limit: in
     return hi
 
 
+def min_samples_bounded(q: float, confidence: float, limit: int = 10_000_000) -> int:
+    """The fewest samples whose two-sided interval of the q-quantile has both ends within the samples:
+    below it, no set of samples can make a claim about the q-quantile at this confidence."""
+    n = 1
+    while n < limit:
+        r = interval_ranks(q, n, confidence)
+        if r.lo >= 1 and r.hi <= n:
+            return n
+        n += 1
+    return limit
+
+
 def min_samples_one_sided(q: float, confidence: float, discarded: int = 0) -> int:
     """The fewest samples for which the one-sided upper confidence bound of the q-quantile is at or below
     the (discarded + 1)-th largest sample: MLPerf LoadGen's early-stopping minimum query count when
