@@ -302,11 +302,11 @@ def test_server_latency_from_prometheus_is_judged_on_its_point_estimate_only_whe
     assert ch.status == "not_observed" and ch.measured is None and "--stack" in ch.reason
     assert res.verdict.valid and res.verdict.status == "pass"
     assert any("server_latency_ms p50 <= 10: not measured" in n for n in res.verdict.notes)
-    # A point estimate over too few requests claims nothing: a p50 needs 8 at 99 %.
+    # A point estimate over too few requests claims nothing: a p50 needs 7 at 99 %.
     server["regions"]["paris"]["requests"] = 5
     res = _judge(samples, slo=slo, server_side=server)
     few = _check(res, "paris", "server_latency_ms", "p50")
-    assert few.status == "inconclusive" and few.needed_samples == 8 and "counted 5 requests" in few.reason
+    assert few.status == "inconclusive" and few.needed_samples == 7 and "counted 5 requests" in few.reason
 
 
 def test_a_process_cold_start_claim_without_starts_in_the_region_is_shown_unmeasured():

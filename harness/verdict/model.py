@@ -159,6 +159,16 @@ class ProcessColdStart:
     phases: dict[str, float] = field(default_factory=dict)  # the process's own init phases (its /readyz)
     error: str | None = None  # why the start did not answer
 
+    @property
+    def answered(self) -> bool:
+        """A good first answer (2xx, as for every request) with its time: the starts that are judged."""
+        return answered_ok(self.status) and self.spawn_to_first_answer_ms is not None
+
+
+def answered_ok(status: int) -> bool:
+    """The one rule for a good answer: a 2xx status."""
+    return 200 <= status < 300
+
 
 @dataclass
 class Check:

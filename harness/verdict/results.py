@@ -46,7 +46,7 @@ from harness.verdict.model import (
     pct_fraction,
 )
 from harness.verdict.slo import check_name, judge_error_rate, judge_percentile
-from harness.verdict.stats import min_samples_bounded
+from harness.verdict.stats import min_samples_to_pass
 
 LATENCY_BASIS = (
     "client latency from the intended send time (open model), emulated RTT excluded; e2e_latency_ms adds "
@@ -305,7 +305,7 @@ def _judge(
         if ch.status == "no_data":
             problems.append(ch.reason)
     for c in cold_starts:
-        if not 200 <= c.status < 300 or c.spawn_to_first_answer_ms is None:
+        if not c.answered:
             problems.append(
                 f"{c.region}: process cold start #{c.repeat + 1} ({c.strategy}) got no good first answer "
                 f"(status {c.status})"
@@ -354,11 +354,7 @@ def _metric_checks(
     conf = facts.slo.validity.confidence
     if metric == "process_cold_start_ms":
         # Starts that got no good first answer make the run invalid (see _judge); the rest are judged.
-        mine = [
-            c
-            for c in cold_starts
-            if c.region == region and c.spawn_to_first_answer_ms is not None and 200 <= c.status < 300
-        ]
+        mine = [c for c in cold_starts if c.region == region and c.answered]
         if not [c for c in cold_starts if c.region == region]:
             # The run measured no process start here (the profile asks for none in this region, or the
             # targets are external): the claim is shown unmeasured, never dropped.
@@ -379,7 +375,7 @@ def _metric_checks(
             return [_unmeasured(region, metric, pct, threshold, why)]
         name = check_name(region, metric, pct, threshold, None)
         # No interval from buckets; at least demand the count with which samples could decide this percentile.
-        need = min_samples_bounded(pct_fraction(pct), conf)
+        need = min_samples_to_pass(pct_fraction(pct), conf)
         if figures.count < need:
             status = INCONCLUSIVE
             reason = (
