@@ -18,6 +18,7 @@ from harness.report.junit import junit_xml
 from harness.report.markdown import md, summary_markdown
 from harness.report.sections import cost_section
 from harness.verdict.facts import LoadProcessFacts, RunFacts
+from harness.verdict.model import EXIT_CODES, Check
 from harness.verdict.results import build_results
 from harness.verdict.slo import parse_slo
 
@@ -115,6 +116,31 @@ def test_a_cost_bound_in_the_slo_file_fails_the_run_and_names_the_plan(tmp_path)
     assert by_name["lima cost_per_million [per-cpu] <= 1.2"].status == "pass"
     v = results.verdict
     assert v.status == "fail" and v.exit_code == 1 and "paris cost_per_million [per-gbs] <= 1.5" in v.failed
+
+
+@pytest.mark.parametrize(
+    ("flags", "status"),
+    [
+        ((1, 1, 1, 1), "interrupted"),
+        ((0, 1, 1, 1), "invalid"),
+        ((0, 0, 1, 1), "fail"),
+        ((0, 0, 0, 1), "inconclusive"),
+        ((0, 0, 0, 0), "pass"),
+    ],
+)
+def test_one_precedence_decides_the_verdict_and_the_added_cost_checks(flags, status):
+    from harness.verdict.model import decide
+
+    interrupted, invalid, failed, inconclusive = map(bool, flags)
+    assert decide(interrupted=interrupted, invalid=invalid, failed=failed, inconclusive=inconclusive) == status
+    # add_checks re-decides with it: a failing cost check never lifts an interrupted or invalid run.
+    results, _ = _results(_samples("paris", 200, 6000, 4000), "defaults: {}\nvalidity:\n  min_duration_s: 5\n")
+    results.verdict.status = "interrupted" if interrupted else "invalid" if invalid else "pass"
+    outcome = "fail" if failed else "pass"
+    bad = Check("paris cost", "paris", "cost_per_million", None, 1.0, 2.0, None, None, 200, outcome)
+    add_checks(results, [bad])
+    expect = decide(interrupted=interrupted, invalid=invalid, failed=failed, inconclusive=False)
+    assert (results.verdict.status, results.verdict.exit_code) == (expect, EXIT_CODES[expect])
 
 
 def test_pricing_files_are_checked_with_file_and_line(tmp_path):

@@ -202,17 +202,17 @@ def cost_checks(report: CostReport, slo: Any) -> list[Check]:
 
 
 def add_checks(results: Results, checks: list[Check]) -> None:
-    """Add checks to the verdict with its precedence: interrupted > invalid > fail > inconclusive > pass."""
-    from harness.verdict.model import EXIT_CODES
+    """Add checks to the verdict and decide it again with the verdict's own precedence (model.decide)."""
+    from harness.verdict.model import EXIT_CODES, decide
 
     v = results.verdict
     v.checks.extend(checks)
     v.failed.extend(c.name for c in checks if c.status == FAIL)
     v.inconclusive_reasons.extend(c.reason for c in checks if c.status == INCONCLUSIVE)
-    if v.status in (INTERRUPTED, INVALID):
-        return
-    if v.failed:
-        v.status = FAIL
-    elif v.inconclusive_reasons:
-        v.status = INCONCLUSIVE
+    v.status = decide(
+        interrupted=v.status == INTERRUPTED,
+        invalid=v.status == INVALID,
+        failed=bool(v.failed),
+        inconclusive=bool(v.inconclusive_reasons),
+    )
     v.exit_code = EXIT_CODES[v.status]

@@ -22,6 +22,17 @@ PASS, FAIL, INVALID, INCONCLUSIVE, INTERRUPTED = "pass", "fail", "invalid", "inc
 EXIT_CODES = {PASS: 0, FAIL: 1, INVALID: 2, INCONCLUSIVE: 2, INTERRUPTED: 3}
 
 
+def decide(*, interrupted: bool, invalid: bool, failed: bool, inconclusive: bool) -> str:
+    """The verdict's one precedence: interrupted > invalid > fail > inconclusive > pass."""
+    if interrupted:
+        return INTERRUPTED
+    if invalid:
+        return INVALID
+    if failed:
+        return FAIL
+    return INCONCLUSIVE if inconclusive else PASS
+
+
 def pct_fraction(key: str) -> float:
     """ "p99.9" -> 0.999."""
     return float(key[1:]) / 100.0

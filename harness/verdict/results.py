@@ -25,8 +25,6 @@ from harness.verdict.model import (
     EXIT_CODES,
     FAIL,
     INCONCLUSIVE,
-    INTERRUPTED,
-    INVALID,
     PASS,
     SCHEMA,
     CatalogueInfo,
@@ -43,6 +41,7 @@ from harness.verdict.model import (
     ServerSide,
     Summary,
     Verdict,
+    decide,
     pct_fraction,
 )
 from harness.verdict.slo import check_name, judge_error_rate, judge_percentile
@@ -317,16 +316,10 @@ def _judge(
     failed = [c.name for c in checks if c.status == FAIL]
     undecided = [c.reason for c in checks if c.status == INCONCLUSIVE]
     if facts.interrupted:
-        status = INTERRUPTED
         notes.insert(0, f"run interrupted ({facts.interrupted}): figures cover the samples gathered so far")
-    elif problems:
-        status = INVALID
-    elif failed:
-        status = FAIL
-    elif undecided:
-        status = INCONCLUSIVE
-    else:
-        status = PASS
+    status = decide(
+        interrupted=bool(facts.interrupted), invalid=bool(problems), failed=bool(failed), inconclusive=bool(undecided)
+    )
     return Verdict(
         status=status,
         exit_code=EXIT_CODES[status],
