@@ -177,17 +177,17 @@ def test_junit_has_one_test_case_per_check_plus_validity_with_failures_skips_and
     results, _ = _results(samples, slo + "validity:\n  min_duration_s: 5\n")
     root, suite, cases = _junit(results)
     checks = results.verdict.checks
-    assert len(cases) == len(checks) + 1 == int(suite.get("tests")) == int(root.get("tests")) == 5
+    assert len(cases) == len(checks) + 2 == int(suite.get("tests")) == int(root.get("tests")) == 6
     names = [c.get("name") for c in cases]
-    assert names[0] == "run validity" and names[1:] == [c.name for c in checks]
-    assert {c.get("classname") for c in cases[1:]} == {"edgeharness.paris", "edgeharness.lima"}
+    assert names[:2] == ["run validity", "run decided"] and names[2:] == [c.name for c in checks]
+    assert {c.get("classname") for c in cases[2:]} == {"edgeharness.paris", "edgeharness.lima"}
     failed = [c for c in cases if c.find("failure") is not None]
     skipped = [c for c in cases if c.find("skipped") is not None]
     assert [c.get("name") for c in failed] == ["paris client_latency_ms p95 <= 10"]
     assert [c.get("name") for c in skipped] == ["lima client_latency_ms p95 <= 40"]
     assert "more samples" in skipped[0].find("skipped").get("message")
     assert (suite.get("failures"), suite.get("skipped"), suite.get("errors")) == ("1", "1", "0")
-    assert cases[0].find("error") is None
+    assert cases[0].find("error") is None and cases[1].find("error") is None  # a FAIL is decided
     props = {p.get("name"): p.get("value") for p in suite.find("properties")}
     assert props["verdict"] == "fail" and props["exit_code"] == "1"
 
@@ -200,6 +200,16 @@ def test_an_invalid_run_is_an_error_test_case_listing_every_reason():
     err = cases[0].find("error")
     assert cases[0].get("name") == "run validity" and err is not None and "under the minimum" in err.text
     assert suite.get("errors") == "1"
+
+
+def test_an_inconclusive_run_is_an_error_test_case_not_only_skips():
+    samples = _samples("lima", 97, 5000, 1000) + _samples("lima", 3, 45000, 1000)
+    results, _ = _results(samples, "defaults:\n  client_latency_ms: {p95: 40}\nvalidity:\n  min_duration_s: 5\n")
+    assert results.verdict.status == "inconclusive" and results.verdict.exit_code == 2
+    _, suite, cases = _junit(results)
+    err = cases[1].find("error")
+    assert cases[1].get("name") == "run decided" and err is not None and err.get("type") == "inconclusive"
+    assert "more samples" in err.get("message") and suite.get("errors") == "1"
 
 
 def test_markdown_summary_escapes_names_and_lists_checks(tmp_path):

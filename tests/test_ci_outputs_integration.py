@@ -134,12 +134,13 @@ def test_junit_and_markdown_written_by_the_run(runs):
     cases = suite.findall("testcase")
     assert [c.get("name") for c in cases] == [
         "run validity",
+        "run decided",
         "paris client_latency_ms p50 <= 10",
         "paris cost_per_million [round] <= 1.2",
     ]
-    assert [c.find("failure") is not None for c in cases] == [False, False, True]
+    assert [c.find("failure") is not None for c in cases] == [False, False, False, True]
     assert (suite.get("tests"), suite.get("failures"), suite.get("errors"), suite.get("skipped")) == (
-        "3",
+        "4",
         "1",
         "0",
         "0",
