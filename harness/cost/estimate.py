@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from harness.cost.pricing import DAYS_PER_MONTH, Plan, Pricing
+from harness.cost.pricing import DAYS_PER_MONTH, PricePlan, Pricing
 from harness.load.recorder import Sample
 from harness.verdict.model import FAIL, INCONCLUSIVE, INTERRUPTED, INVALID, PASS, Check, Results
 
@@ -90,7 +90,7 @@ def _billed_ms(ms: float, granularity: float) -> float:
     return math.ceil(ms / granularity - 1e-9) * granularity if granularity > 0 else ms
 
 
-def time_price_per_million(plan: Plan, billed_ms_mean: float) -> float:
+def time_price_per_million(plan: PricePlan, billed_ms_mean: float) -> float:
     """The server-time part of a million requests' cost at this mean billed time per request."""
     return (
         plan.per_million_cpu_ms * billed_ms_mean  # a million requests use mean x 1e6 CPU-ms
@@ -153,7 +153,7 @@ def estimate(results: Results, samples: Sequence[Sample], pricing: Pricing) -> C
     )
 
 
-def _account(plan: Plan, usage: dict[str, float | None]) -> AccountCost:
+def _account(plan: PricePlan, usage: dict[str, float | None]) -> AccountCost:
     requests_day = usage["requests"] or 0.0
     ms_day = usage["ms"]
     if ms_day is None:
