@@ -18,6 +18,7 @@ from harness.report.junit import junit_xml
 from harness.report.markdown import md, summary_markdown
 from harness.report.sections import cost_section
 from harness.verdict.facts import LoadProcessFacts, RunFacts
+from harness.verdict.model import EXIT_CODES, Check
 from harness.verdict.results import build_results
 from harness.verdict.slo import parse_slo
 
@@ -117,6 +118,31 @@ def test_a_cost_bound_in_the_slo_file_fails_the_run_and_names_the_plan(tmp_path)
     assert v.status == "fail" and v.exit_code == 1 and "paris cost_per_million [per-gbs] <= 1.5" in v.failed
 
 
+@pytest.mark.parametrize(
+    ("flags", "status"),
+    [
+        ((1, 1, 1, 1), "interrupted"),
+        ((0, 1, 1, 1), "invalid"),
+        ((0, 0, 1, 1), "fail"),
+        ((0, 0, 0, 1), "inconclusive"),
+        ((0, 0, 0, 0), "pass"),
+    ],
+)
+def test_one_precedence_decides_the_verdict_and_the_added_cost_checks(flags, status):
+    from harness.verdict.model import decide
+
+    interrupted, invalid, failed, inconclusive = map(bool, flags)
+    assert decide(interrupted=interrupted, invalid=invalid, failed=failed, inconclusive=inconclusive) == status
+    # add_checks re-decides with it: a failing cost check never lifts an interrupted or invalid run.
+    results, _ = _results(_samples("paris", 200, 6000, 4000), "defaults: {}\nvalidity:\n  min_duration_s: 5\n")
+    results.verdict.status = "interrupted" if interrupted else "invalid" if invalid else "pass"
+    outcome = "fail" if failed else "pass"
+    bad = Check("paris cost", "paris", "cost_per_million", None, 1.0, 2.0, None, None, 200, outcome)
+    add_checks(results, [bad])
+    expect = decide(interrupted=interrupted, invalid=invalid, failed=failed, inconclusive=False)
+    assert (results.verdict.status, results.verdict.exit_code) == (expect, EXIT_CODES[expect])
+
+
 def test_pricing_files_are_checked_with_file_and_line(tmp_path):
     with pytest.raises(ConfigError, match=r"pricing.yaml:2: plans.p: .source. is a required property"):
         _pricing(tmp_path, "plans:\n  p:\n    date: '2026-01-01'\n    per_million_requests: 1\n")
@@ -151,17 +177,17 @@ def test_junit_has_one_test_case_per_check_plus_validity_with_failures_skips_and
     results, _ = _results(samples, slo + "validity:\n  min_duration_s: 5\n")
     root, suite, cases = _junit(results)
     checks = results.verdict.checks
-    assert len(cases) == len(checks) + 1 == int(suite.get("tests")) == int(root.get("tests")) == 5
+    assert len(cases) == len(checks) + 2 == int(suite.get("tests")) == int(root.get("tests")) == 6
     names = [c.get("name") for c in cases]
-    assert names[0] == "run validity" and names[1:] == [c.name for c in checks]
-    assert {c.get("classname") for c in cases[1:]} == {"edgeharness.paris", "edgeharness.lima"}
+    assert names[:2] == ["run validity", "run decided"] and names[2:] == [c.name for c in checks]
+    assert {c.get("classname") for c in cases[2:]} == {"edgeharness.paris", "edgeharness.lima"}
     failed = [c for c in cases if c.find("failure") is not None]
     skipped = [c for c in cases if c.find("skipped") is not None]
     assert [c.get("name") for c in failed] == ["paris client_latency_ms p95 <= 10"]
     assert [c.get("name") for c in skipped] == ["lima client_latency_ms p95 <= 40"]
     assert "more samples" in skipped[0].find("skipped").get("message")
     assert (suite.get("failures"), suite.get("skipped"), suite.get("errors")) == ("1", "1", "0")
-    assert cases[0].find("error") is None
+    assert cases[0].find("error") is None and cases[1].find("error") is None  # a FAIL is decided
     props = {p.get("name"): p.get("value") for p in suite.find("properties")}
     assert props["verdict"] == "fail" and props["exit_code"] == "1"
 
@@ -174,6 +200,16 @@ def test_an_invalid_run_is_an_error_test_case_listing_every_reason():
     err = cases[0].find("error")
     assert cases[0].get("name") == "run validity" and err is not None and "under the minimum" in err.text
     assert suite.get("errors") == "1"
+
+
+def test_an_inconclusive_run_is_an_error_test_case_not_only_skips():
+    samples = _samples("lima", 97, 5000, 1000) + _samples("lima", 3, 45000, 1000)
+    results, _ = _results(samples, "defaults:\n  client_latency_ms: {p95: 40}\nvalidity:\n  min_duration_s: 5\n")
+    assert results.verdict.status == "inconclusive" and results.verdict.exit_code == 2
+    _, suite, cases = _junit(results)
+    err = cases[1].find("error")
+    assert cases[1].get("name") == "run decided" and err is not None and err.get("type") == "inconclusive"
+    assert "more samples" in err.get("message") and suite.get("errors") == "1"
 
 
 def test_markdown_summary_escapes_names_and_lists_checks(tmp_path):

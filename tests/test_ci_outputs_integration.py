@@ -1,13 +1,14 @@
 """Compare, cost and CI outputs end to end: `edgeharness run` against the known-latency test server, then
 `edgeharness compare`. Three runs of 20 s at 20 req/s (about 420 samples each, some 30 s of wall time
-per run): A and B with a constant 2 ms delay, C with 2.4 ms (a 0.4 ms shift).
+per run): A and B with a constant 2 ms delay, C with 3 ms (a 1 ms shift).
 
 Why 20 s: at ~420 samples the 99 % bootstrap interval of the p50 change is about +-0.06 ms, well inside
-the 0.2 ms between the tolerance and the 0.4 ms shift. What is left is run-to-run drift of the client's
-own overhead on a shared 2-core machine (0.04-0.13 ms between identical runs when this was written),
-which longer runs do not remove; so the tolerance sits halfway, at 0.2 ms, and only p50 is compared:
-the delay is constant, so the shift is in every percentile, and p90 moved by up to 0.5 ms between two
-identical runs here (scheduling noise, not the server).
+the 0.6 ms between the tolerance and the 1 ms shift. What is left is run-to-run drift of the client's
+own overhead on a shared 2-core machine (0.04-0.13 ms between identical runs when this was written, more
+on a loaded CI machine), which longer runs do not remove; so the tolerance is 0.4 ms, three times the
+drift seen and still well under the shift, and only p50 is compared: the delay is constant, so the
+shift is in every percentile, and p90 moved by up to 0.5 ms between two identical runs here
+(scheduling noise, not the server).
 """
 
 from __future__ import annotations
@@ -38,14 +39,14 @@ SLO = """defaults:
   cost_per_million: 1.2
 regression:
   percentiles: [p50]
-  tolerance_ms: 0.2
+  tolerance_ms: 0.4
   tolerance_pct: 0
 validity:
   min_duration_s: 10
   max_late_fraction: 0.5
 """
-# Round numbers: 1 per million requests, 0.1 per million CPU-ms: a request of 2.4-3.4 ms costs
-# 1.24-1.34 per million, over the SLO's 1.2.
+# Round numbers: 1 per million requests, 0.1 per million CPU-ms: a request of 3 ms or more costs 1.3 or
+# more per million, over the SLO's 1.2.
 PRICING = """plans:
   round:
     source: test
@@ -72,7 +73,7 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     for name, delay, extra in (
         ("A", "constant:2", []),
         ("B", "constant:2", ["--baseline", str(d / "A")]),
-        ("C", "constant:2.4", ["--baseline", str(d / "A"), "--pricing", str(d / "pricing.yaml"),
+        ("C", "constant:3", ["--baseline", str(d / "A"), "--pricing", str(d / "pricing.yaml"),
                                "--junit", str(d / "C.xml"), "--summary-md", str(d / "C.md")]),
     ):  # fmt: skip
         r = edgeharness("run", *common, "--testserver-delay", delay, "--out", str(d / name), "--quiet", *extra)
@@ -83,7 +84,7 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     return out
 
 
-def test_a_04_ms_shift_is_a_regression_and_exits_1(runs):
+def test_a_1_ms_shift_is_a_regression_and_exits_1(runs):
     r = edgeharness("compare", str(runs["A"]), str(runs["C"]), "--slo", str(runs["dir"] / "slo.yaml"), "--json",
                     str(runs["dir"] / "AC.json"))  # fmt: skip
     assert r.returncode == 1, r.stdout + r.stderr
@@ -92,7 +93,7 @@ def test_a_04_ms_shift_is_a_regression_and_exits_1(runs):
     (scope,) = cmp["scopes"]
     (p50,) = scope["changes"]
     assert scope["region"] == "paris" and p50["verdict"] == "regressed"
-    assert 0.2 < p50["lo_ms"] <= p50["change_ms"] <= p50["hi_ms"] < 0.7
+    assert 0.4 < p50["lo_ms"] <= p50["change_ms"] <= p50["hi_ms"] < 1.6
 
 
 def test_two_runs_of_the_same_server_show_no_significant_change_and_exit_0(runs):
@@ -114,12 +115,13 @@ def test_run_with_baseline_adds_the_comparison_to_the_report_and_compare_json(ru
 def test_cost_is_reported_beside_latency_and_its_bound_fails_the_run(runs):
     cost = json.loads((runs["C"] / "cost.json").read_text())
     paris = cost["regions"]["paris"]
-    # Server-Timing total of a 2.4 ms hold: at least 2.4 ms, a little more when a sleep overruns.
-    assert 2.4 <= paris["server_ms_mean"] < 3.4
+    # Server-Timing total of a 3 ms hold: at least 3 ms, more when a sleep overruns (by over 1 ms on a
+    # loaded CI machine); well under twice the hold (counted once).
+    assert 3.0 <= paris["server_ms_mean"] < 6.0
     per_million = paris["plans"]["round"]["per_million"]
     assert per_million == pytest.approx(1 + 0.1 * paris["server_ms_mean"], abs=1e-3)
     assert paris["plans"]["round"]["per_day"] == pytest.approx(per_million * paris["rate_rps"] * 86400 / 1e6, rel=1e-3)
-    assert 15 <= paris["rate_rps"] <= 25 and paris["client_p50_ms"] > 2.4
+    assert 15 <= paris["rate_rps"] <= 25 and paris["client_p50_ms"] > 3.0
     results = json.loads((runs["C"] / "results.json").read_text())
     check = next(c for c in results["verdict"]["checks"] if c["metric"] == "cost_per_million")
     assert check["status"] == "fail" and check["strategy"] == "round" and check["measured"] == per_million
@@ -134,12 +136,13 @@ def test_junit_and_markdown_written_by_the_run(runs):
     cases = suite.findall("testcase")
     assert [c.get("name") for c in cases] == [
         "run validity",
+        "run decided",
         "paris client_latency_ms p50 <= 10",
         "paris cost_per_million [round] <= 1.2",
     ]
-    assert [c.find("failure") is not None for c in cases] == [False, False, True]
+    assert [c.find("failure") is not None for c in cases] == [False, False, False, True]
     assert (suite.get("tests"), suite.get("failures"), suite.get("errors"), suite.get("skipped")) == (
-        "3",
+        "4",
         "1",
         "0",
         "0",

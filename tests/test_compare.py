@@ -144,6 +144,14 @@ def test_runs_without_a_common_region_or_with_an_invalid_run_cannot_be_compared(
     assert any("invalid" in w for w in cmp.warnings)
 
 
+def test_runs_with_too_few_samples_for_every_percentile_are_incomparable_not_ok():
+    rng = np.random.default_rng(11)
+    a = _run(_samples("paris", ["paris"], _us(rng, 300, 3.0)))
+    b = _run(_samples("paris", ["paris"], _us(rng, 300, 9.0)))
+    cmp = compare_runs(a, b, Options(percentiles=("p99",)))  # p99 needs 530 samples at 99 %
+    assert cmp.verdict == TOO_FEW and cmp.exit_code == EXIT_INCOMPARABLE == 2
+
+
 def test_tolerances_come_from_the_slo_file_and_the_command_line_overrides_them():
     slo = parse_slo(
         loads("regression:\n  percentiles: [p50, p90]\n  tolerance_ms: 0.3\n  tolerance_pct: 0\n", "s.yaml")

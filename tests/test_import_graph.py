@@ -180,3 +180,16 @@ def test_the_checker_finds_cycles_and_only_cycles(tmp_path, files, expected):
         assert len(found) == 1 and len(found[0]) == expected + 1 and found[0][0] == found[0][-1], found
     else:
         assert found == expected
+
+
+def test_no_module_imports_a_private_name_of_another():
+    # A helper two modules share is public in one place (e.g. report.terminal.fmt_value), not a `_name`
+    # reached into from outside.
+    known = modules(PACKAGE)
+    reached = []
+    for name, path in known.items():
+        for node in _imports(ast.parse(path.read_text(encoding="utf-8"), str(path))):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("harness"):
+                reached += [f"{name}: {node.module}.{a.name}" for a in node.names if a.name.startswith("_")]
+    reached = [r for r in reached if not r.endswith(".__version__")]
+    assert not reached, reached

@@ -20,6 +20,8 @@ from harness.load.coldstart import (
     summarize,
 )
 from harness.load.processes import Supervisor
+from harness.verdict.slo import judge_percentile
+from harness.verdict.stats import nearest_rank
 
 CONTRACT_KEYS = {
     "region",
@@ -34,11 +36,20 @@ CONTRACT_KEYS = {
 }
 
 
-def test_starts_needed_for_a_distribution_free_interval() -> None:
-    # min and max bracket the median with probability 1 - 2 * 0.5^n: 7 starts give 98.4 %, 8 give 99.2 %.
-    assert starts_needed(0.5, 0.99) == 8
-    assert starts_needed(0.95, 0.99) == 90
-    assert starts_needed(0.95, 0.95) == 59
+def test_starts_needed_is_what_the_verdict_needs_to_decide() -> None:
+    # The summary's "claimable" is the verdict's own rule: the fewest starts with which a check can pass.
+    assert starts_needed(0.5, 0.99) == 7
+    assert starts_needed(0.95, 0.99) == 107
+    for q, pct in ((0.5, "p50"), (0.95, "p95")):
+        n = starts_needed(q, 0.99)
+        fast = [100.0 + i * 0.01 for i in range(n)]
+        assert judge_percentile("paris", "process_cold_start_ms", pct, 1000, fast, 0.99).status == "pass"
+        assert judge_percentile("paris", "process_cold_start_ms", pct, 1000, fast[:-1], 0.99).status == "inconclusive"
+    # The same nearest rank as the verdict, and the same good answer: any 2xx.
+    values = [float(i) for i in range(1, 21)]
+    assert percentile(values, 0.95) == values[nearest_rank(0.95, 20) - 1] == 19.0
+    (s,) = summarize([ProcessColdStart("paris", "plain", i, 1.0, 2.0, 3.0, 1.0, 204) for i in range(7)])
+    assert (s.n, s.failed, s.claims["p50"]) == (7, 0, True)
 
 
 def test_summary_says_what_the_starts_do_not_allow_to_claim() -> None:
@@ -52,7 +63,7 @@ def test_summary_says_what_the_starts_do_not_allow_to_claim() -> None:
     assert zygote.phases_p50 == {"fork": 1.0, "session": 26.0}
     assert zygote.claims == {"p50": True, "p95": False}
     text = "\n".join(describe_summary(zygote))
-    assert "p95 not claimable: needs at least 90 answered starts at 99% confidence, this run has 10" in text
+    assert "p95 not claimable: needs at least 107 answered starts at 99% confidence, this run has 10" in text
     assert "p50 not claimable" not in text
     assert (plain.n, plain.failed, plain.p50["spawn_to_first_answer_ms"]) == (0, 1, None)
     assert percentile([3.0, 1.0, 2.0], 0.5) == 2.0 and percentile([], 0.5) is None

@@ -242,7 +242,8 @@ def test_a_crashed_locust_keeps_its_flushed_samples_and_is_interrupted(tmp_path)
     try:
         wait_for_samples(out, proc, 60)
         (locust,) = locust_children(proc.pid)
-        killed_at = time.time()
+        # What the ledger says was flushed just before the kill (it can only grow until the kill lands).
+        seen = json.loads((out / "raw" / "processes.json").read_text())["processes"]["local"]
         locust.kill()  # SIGKILL: no chance to hand anything more over
         assert proc.wait(60) == 3, log.read_text()
     finally:
@@ -251,11 +252,13 @@ def test_a_crashed_locust_keeps_its_flushed_samples_and_is_interrupted(tmp_path)
     res = json.loads((out / "results.json").read_text())
     assert res["verdict"]["status"] == "interrupted" and res["run"]["interrupted"] == "locust exited with -9"
     (local,) = res["load_processes"]
-    t0 = res["run"]["t0"]
-    # What was flushed before the kill is kept: at most the last ~2 s (one flush interval) are missing.
-    assert local["last_flush_t_s"] >= killed_at - t0 - 3.5
+    # Samples were flushed periodically during the 30 s run (60 of them by 3 s or so), and everything the
+    # ledger showed flushed before the kill is kept. Judged against the ledger's own flush times, not the
+    # wall clock, so a loaded machine that delays the kill cannot fail it.
+    assert seen["samples"] >= 60 and seen["last_flush_t_s"] < 30
+    assert local["last_flush_t_s"] >= seen["last_flush_t_s"]
     assert (
-        local["recorded"]["paris"] >= 60
+        local["recorded"]["paris"] >= seen["samples"]
         and local["lost"]["paris"] == local["planned"]["paris"] - local["recorded"]["paris"] > 0
     )
 

@@ -266,7 +266,8 @@ def compare_runs(baseline: RunData, current: RunData, opts: Options | None = Non
         only_in_current=sorted(c_regions - b_regions),
         warnings=warnings,
         verdict=verdict,
-        exit_code=EXIT_REGRESSED if verdict == REGRESSED else EXIT_OK,
+        # Nothing compared is not "nothing regressed": CI must not read it as a green light.
+        exit_code={REGRESSED: EXIT_REGRESSED, TOO_FEW: EXIT_INCOMPARABLE}.get(verdict, EXIT_OK),
     )
 
 

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from harness.cost.pricing import DAYS_PER_MONTH, Plan, Pricing
+from harness.cost.pricing import DAYS_PER_MONTH, PricePlan, Pricing
 from harness.load.recorder import Sample
 from harness.verdict.model import FAIL, INCONCLUSIVE, INTERRUPTED, INVALID, PASS, Check, Results
 
@@ -90,7 +90,7 @@ def _billed_ms(ms: float, granularity: float) -> float:
     return math.ceil(ms / granularity - 1e-9) * granularity if granularity > 0 else ms
 
 
-def time_price_per_million(plan: Plan, billed_ms_mean: float) -> float:
+def time_price_per_million(plan: PricePlan, billed_ms_mean: float) -> float:
     """The server-time part of a million requests' cost at this mean billed time per request."""
     return (
         plan.per_million_cpu_ms * billed_ms_mean  # a million requests use mean x 1e6 CPU-ms
@@ -153,7 +153,7 @@ def estimate(results: Results, samples: Sequence[Sample], pricing: Pricing) -> C
     )
 
 
-def _account(plan: Plan, usage: dict[str, float | None]) -> AccountCost:
+def _account(plan: PricePlan, usage: dict[str, float | None]) -> AccountCost:
     requests_day = usage["requests"] or 0.0
     ms_day = usage["ms"]
     if ms_day is None:
@@ -202,17 +202,17 @@ def cost_checks(report: CostReport, slo: Any) -> list[Check]:
 
 
 def add_checks(results: Results, checks: list[Check]) -> None:
-    """Add checks to the verdict with its precedence: interrupted > invalid > fail > inconclusive > pass."""
-    from harness.verdict.model import EXIT_CODES
+    """Add checks to the verdict and decide it again with the verdict's own precedence (model.decide)."""
+    from harness.verdict.model import EXIT_CODES, decide
 
     v = results.verdict
     v.checks.extend(checks)
     v.failed.extend(c.name for c in checks if c.status == FAIL)
     v.inconclusive_reasons.extend(c.reason for c in checks if c.status == INCONCLUSIVE)
-    if v.status in (INTERRUPTED, INVALID):
-        return
-    if v.failed:
-        v.status = FAIL
-    elif v.inconclusive_reasons:
-        v.status = INCONCLUSIVE
+    v.status = decide(
+        interrupted=v.status == INTERRUPTED,
+        invalid=v.status == INVALID,
+        failed=bool(v.failed),
+        inconclusive=bool(v.inconclusive_reasons),
+    )
     v.exit_code = EXIT_CODES[v.status]

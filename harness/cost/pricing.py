@@ -62,7 +62,7 @@ class FreeTier:
 
 
 @dataclass
-class Plan:
+class PricePlan:
     """One pricing model. Server time is billed either per CPU-ms or per GB-second (memory x duration)."""
 
     name: str
@@ -90,7 +90,7 @@ class Pricing:
 
     file: str
     currency: str
-    plans: dict[str, Plan]
+    plans: dict[str, PricePlan]
 
 
 def load_pricing(path: str | Path) -> Pricing:
@@ -102,7 +102,7 @@ def load_pricing(path: str | Path) -> Pricing:
     plans = {}
     for name, raw in doc.data["plans"].items():
         values = {k: v for k, v in raw.items() if k != "free_per_month"}
-        plans[str(name)] = Plan(name=str(name), **values, free=FreeTier(**(raw.get("free_per_month") or {})))
+        plans[str(name)] = PricePlan(name=str(name), **values, free=FreeTier(**(raw.get("free_per_month") or {})))
         if raw.get("per_million_cpu_ms") and raw.get("per_gb_second"):
             raise doc.error(f"plan {name!r}: bill server time per CPU-ms or per GB-second, not both", "plans", name)
     return Pricing(str(path), str(doc.data.get("currency", "USD")), plans)

@@ -15,7 +15,6 @@ from __future__ import annotations
 import contextlib
 import http.client
 import json
-import math
 import os
 import re
 import signal
@@ -27,7 +26,8 @@ from pathlib import Path
 from typing import Any
 
 from harness.load.processes import Child, Supervisor, free_port
-from harness.verdict.model import ProcessColdStart
+from harness.verdict.model import ProcessColdStart, answered_ok
+from harness.verdict.stats import min_samples_to_pass, nearest_rank
 
 STRATEGIES = ("plain", "prepared-model", "zygote", "zygote+prepared-model")
 DEFAULT_REPEATS = 90
@@ -74,20 +74,17 @@ MEASURES = ("spawn_to_listening_ms", "spawn_to_ready_ms", "spawn_to_first_answer
 
 
 def starts_needed(q: float, confidence: float) -> int:
-    """The fewest samples for which some pair of order statistics brackets the q-quantile with `confidence`
-    (the widest pair, min and max, covers it with probability 1 - q^n - (1-q)^n)."""
-    n = 1
-    while q**n + (1 - q) ** n > 1 - confidence:
-        n += 1
-    return n
+    """The fewest starts with which the verdict can claim the q-quantile at `confidence` (its interval has
+    both ends within the samples): the verdict's own rule, harness.verdict.stats."""
+    return min_samples_to_pass(q, confidence)
 
 
 def percentile(values: Sequence[float], q: float) -> float | None:
-    """Nearest-rank percentile; None for no values."""
+    """The verdict's nearest-rank percentile (harness.verdict.stats); None for no values."""
     if not values:
         return None
     ordered = sorted(values)
-    return ordered[max(0, math.ceil(q * len(ordered)) - 1)]
+    return ordered[nearest_rank(q, len(ordered)) - 1]
 
 
 def summarize(
@@ -98,7 +95,7 @@ def summarize(
     out = []
     for strategy in dict.fromkeys(r["strategy"] for r in rows):
         mine = [r for r in rows if r["strategy"] == strategy]
-        ok = [r for r in mine if r.get("status") == 200]
+        ok = [r for r in mine if answered_ok(int(r.get("status") or 0))]
         phase_names = dict.fromkeys(name for r in ok for name in (r.get("phases") or {}))
         out.append(
             StrategySummary(

@@ -21,6 +21,7 @@ from harness.load.processes import REPO_ROOT, Child, Supervisor, free_port, http
 from harness.load.profiles import Profile, load_profile, scaled
 from harness.load.regions import Catalogue, load_catalogue
 from harness.load.yamlfile import ConfigError
+from harness.verdict.facts import UNKNOWN
 
 if TYPE_CHECKING:
     from harness.verdict.facts import LoadProcessFacts
@@ -113,6 +114,8 @@ class Run:
         self.plan: Plan | None = None
         self.locust: list[Child] = []
         self.interrupted: str | None = None  # why the run was cut short, if it was
+        self.without_ledger: str | None = None  # load process state when raw/processes.json is missing
+        self.notes: list[str] = []  # for the verdict, beside what the samples say
 
     # -- PoPs -------------------------------------------------------------------------------------------
 
@@ -500,7 +503,7 @@ class Run:
         from harness.verdict.facts import RunFacts
         from harness.verdict.results import build_results, write_outputs
 
-        notes: list[str] = []
+        notes: list[str] = list(self.notes)
         samples = read_samples(self.out, notes)
         if self.profile.expects_cold_starts and self.profile.process_cold_start and not process_cold:
             notes.append("process-level cold start not measured (external targets, or the run was cut short)")
@@ -512,7 +515,9 @@ class Run:
             t0=self.t0,
             finished_at=time.time(),
             planned_duration_s=self.profile.duration_s,
-            load_processes=load_process_facts(self.out, self.plan, self.expected_processes(), self.interrupted),
+            load_processes=load_process_facts(
+                self.out, self.plan, self.expected_processes(), self.interrupted, self.without_ledger
+            ),
             interrupted=self.interrupted,
             pops={
                 r: {"url": p.url, "local": p.child is not None, "ready_s": p.ready_s, "events": p.events}
@@ -584,17 +589,22 @@ def wait_all_ready(pops: list[Pop], timeout_s: float) -> list[Pop]:
 
 
 def load_process_facts(
-    out: Path, plan: Plan | None, expected: list[tuple[str, str | None]], interrupted: str | None
+    out: Path,
+    plan: Plan | None,
+    expected: list[tuple[str, str | None]],
+    interrupted: str | None,
+    without_ledger: str | None = None,
 ) -> list[LoadProcessFacts]:
     """Every load process's share of the plan and how far it got, from the ledger the gathering Locust
-    kept (OUT/raw/processes.json); without one (Locust died before the start), from the plan alone.
+    kept (OUT/raw/processes.json); without one, from the plan alone, each process in state
+    `without_ledger` (default: lost, as when Locust died before the start; `rejudge` says unknown).
     A process still marked running was never heard to stop: lost, or interrupted with the run."""
     from harness.verdict.facts import LoadProcessFacts
 
     if plan is None:
         return []
     ledger = Ledger.read(out)
-    cut = INTERRUPTED if interrupted else LOST
+    cut = INTERRUPTED if interrupted else (without_ledger or LOST)
     facts: list[LoadProcessFacts] = []
     if ledger is None or not ledger.processes:
         assignments, orphans = assign(plan.profile["regions"], expected)
@@ -643,9 +653,15 @@ def rejudge(out: Path, slo: str | None = None, quiet: bool = False) -> int:
     r = Run(settings, profile=Profile.from_dict(plan.profile))
     r.pops = {pop: Pop(pop, url) for pop, url in plan.targets.items()}
     r.t0 = plan.start_at
-    ledger = Ledger.read(out)
-    # Without a ledger (a run from before it existed) the accounting is unknown, not guessed.
-    r.plan = plan if ledger is not None else None
+    # Without a ledger (a run from before it existed, or a folder copied without raw/processes.json) the
+    # seeded plan still says how many arrivals each process had to account for: never judge without it.
+    r.plan = plan
+    if Ledger.read(out) is None:
+        r.without_ledger = UNKNOWN
+        r.notes.append(
+            "no ledger (raw/processes.json): planned arrivals recomputed from plan.json for "
+            f"{', '.join(n for n, _ in r.expected_processes())}; how each load process ended is unknown"
+        )
     previous = Path(out) / "results.json"
     cold: list[dict[str, Any]] = []
     if previous.exists():

@@ -108,7 +108,7 @@ def _plot(summary: dict[str, Any], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from harness.report.html import _png
+    from harness.report.html import png_img_tag
 
     steps = sorted(summary["steps"], key=lambda s: s["rate"])
     fig, ax = plt.subplots(figsize=(9, 4))
@@ -132,7 +132,7 @@ def _plot(summary: dict[str, Any], path: Path) -> None:
     )
     path.write_text(
         f"<!doctype html><html><head><meta charset='utf-8'><title>sweep {summary['region']}</title></head><body>"
-        f"<h1>Capacity of {summary['region']}: {summary['capacity_rps']} req/s</h1>{_png(fig)}"
+        f"<h1>Capacity of {summary['region']}: {summary['capacity_rps']} req/s</h1>{png_img_tag(fig)}"
         f"<table border=1><tr><th>rate</th><th>status</th><th>p50 ms</th><th>p99 ms</th><th>error rate</th></tr>"
         f"{rows}</table></body></html>",
         encoding="utf-8",

@@ -113,7 +113,7 @@ def print_cost(cost: CostReport, console: Any) -> None:
     from rich.table import Table
 
     from harness.report.markdown import money
-    from harness.report.terminal import _fmt
+    from harness.report.terminal import fmt_value
 
     t = Table(title=escape(f"Cost ({cost.currency}, {cost.pricing_file}): marginal per region"), title_justify="left")
     for col in ("region", "req/s", "p50 ms", "server ms", "plan", "per million", "per day"):
@@ -124,8 +124,8 @@ def print_cost(cost: CostReport, console: Any) -> None:
             t.add_row(
                 escape(region) if first else "",
                 f"{rc.rate_rps:g}" if first else "",
-                _fmt(rc.client_p50_ms) if first else "",
-                _fmt(rc.server_ms_mean) if first else "",
+                fmt_value(rc.client_p50_ms) if first else "",
+                fmt_value(rc.server_ms_mean) if first else "",
                 escape(plan) + (" (example)" if cost.plans[plan].example else ""),
                 money(pc.per_million),
                 money(pc.per_day),

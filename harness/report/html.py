@@ -9,7 +9,7 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
-from harness.report.terminal import _fmt, fmt_interval
+from harness.report.terminal import fmt_interval, fmt_value
 from harness.verdict.model import PCT_KEYS, Results
 
 
@@ -28,7 +28,7 @@ def png(fig: Any) -> str:
     return base64.b64encode(buf.getvalue()).decode()
 
 
-def _png(fig: Any) -> str:
+def png_img_tag(fig: Any) -> str:
     """An <img> tag of the figure (for pages built without the template)."""
     return f'<img alt="plot" src="data:image/png;base64,{png(fig)}">'
 
@@ -151,7 +151,7 @@ def _environment() -> Any:
         lstrip_blocks=True,
     )
     env.globals.update(
-        num=lambda v, unit="ms": _fmt(v, unit),
+        num=lambda v, unit="ms": fmt_value(v, unit),
         interval=fmt_interval,
         pct=lambda c: f"{c:.0%}",
         pcts=PCT_KEYS,

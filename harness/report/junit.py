@@ -1,5 +1,6 @@
 """JUnit XML of a run's verdict, for CI systems: one test case per SLO check (failure: failed, skipped:
-inconclusive or unclaimed), and one `run validity` test case that errors when the run is invalid or cut."""
+inconclusive or unclaimed), one `run validity` test case that errors when the run is invalid or cut, and
+one `run decided` test case that errors when the verdict is inconclusive (exit 2: never a green build)."""
 
 from __future__ import annotations
 
@@ -41,6 +42,12 @@ def junit_xml(results: Results, suite: str = "edgeharness") -> str:
             validity, "error", message=problems[0], type="invalid" if v.invalid_reasons else "interrupted"
         )
         err.text = "\n".join(problems)
+    decided = ET.SubElement(ts, "testcase", classname=f"{suite}.run", name="run decided", time="0")
+    if v.status == "inconclusive":
+        # Skipped checks alone would leave a CI report green while the run exits 2.
+        errors += 1
+        why = v.inconclusive_reasons or ["inconclusive"]
+        ET.SubElement(decided, "error", message=why[0], type="inconclusive").text = "\n".join(why)
     for ch in v.checks:
         tc = ET.SubElement(ts, "testcase", classname=f"{suite}.{ch.region}", name=ch.name, time="0")
         detail = (
@@ -58,7 +65,7 @@ def junit_xml(results: Results, suite: str = "edgeharness") -> str:
             errors += 1
             ET.SubElement(tc, "error", message=ch.reason or ch.status, type=ch.status)
         ET.SubElement(tc, "system-out").text = detail
-    ts.set("tests", str(len(v.checks) + 1))
+    ts.set("tests", str(len(v.checks) + 2))
     ts.set("failures", str(failures))
     ts.set("errors", str(errors))
     ts.set("skipped", str(skipped))

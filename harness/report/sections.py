@@ -17,7 +17,7 @@ def _env() -> Any:
     import jinja2
 
     from harness.report.markdown import money
-    from harness.report.terminal import _fmt
+    from harness.report.terminal import fmt_value
 
     env = jinja2.Environment(
         loader=jinja2.PackageLoader("harness.report", "templates/sections"),
@@ -27,7 +27,7 @@ def _env() -> Any:
         lstrip_blocks=True,
     )
     env.globals.update(
-        num=lambda v: _fmt(v),
+        num=lambda v: fmt_value(v),
         money=money,
         signed=lambda v: "-" if v is None else f"{v:+.3f}",
         pct=lambda c: f"{c:.0%}",

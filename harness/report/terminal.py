@@ -26,7 +26,9 @@ VERDICT_STYLE = {
 }
 
 
-def _fmt(v: float | None, unit: str = "ms") -> str:
+def fmt_value(v: float | None, unit: str = "ms") -> str:
+    """A figure as every report shows it: `-` for none, a percentage for a fraction, else 3 decimals
+    (1 from 100 on)."""
     if v is None:
         return "-"
     if unit == "fraction":
@@ -41,7 +43,7 @@ def _short(v: float) -> str:
 def fmt_interval(lo: float | None, hi: float | None, short: bool = False) -> str:
     """`[1.234, 1.456]` (short: 3 significant digits), an open end shown as `..` (too few samples for
     that bound)."""
-    f = _short if short else _fmt
+    f = _short if short else fmt_value
     return f"[{'..' if lo is None else f(lo)}, {'..' if hi is None else f(hi)}]"
 
 
@@ -49,7 +51,7 @@ def fmt_estimate(est: Estimate | None, sep: str = " ", short: bool = False) -> s
     """`1.302 [1.234, 1.456]`: the point estimate and its confidence interval."""
     if est is None:
         return "-"
-    return f"{_fmt(est.value)}{sep}{fmt_interval(est.lo, est.hi, short)}"
+    return f"{fmt_value(est.value)}{sep}{fmt_interval(est.lo, est.hi, short)}"
 
 
 def print_verdict(results: Results, console: Any) -> None:
@@ -104,8 +106,8 @@ def print_verdict(results: Results, console: Any) -> None:
             escape(ch.region),
             escape(metric),
             ch.percentile or "",
-            _fmt(ch.threshold, ch.unit),
-            _fmt(ch.measured, ch.unit),
+            fmt_value(ch.threshold, ch.unit),
+            fmt_value(ch.measured, ch.unit),
             escape(fmt_interval(ch.lo, ch.hi)) if ch.percentile else "",
             str(ch.samples) + (f" (~{ch.needed_samples} needed)" if ch.needed_samples else ""),
             f"[{style}]{ch.status}[/]",
@@ -147,7 +149,7 @@ def _server_side_table(server: ServerSide) -> Any:
             escape(name),
             str(r.requests),
             str(r.errors),
-            *(_fmt(r.latency_ms.get(k)) for k in ("p50", "p90", "p95", "p99")),
-            _fmt(r.inference_ms.get("p50")),
+            *(fmt_value(r.latency_ms.get(k)) for k in ("p50", "p90", "p95", "p99")),
+            fmt_value(r.inference_ms.get("p50")),
         )
     return t

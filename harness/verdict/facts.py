@@ -15,7 +15,10 @@ if TYPE_CHECKING:
 
 # Load process states.
 FINISHED, LOST, INTERRUPTED = "finished", "lost", "interrupted"
-PROCESS_STATES = (FINISHED, LOST, INTERRUPTED)
+# A run folder without its ledger (raw/processes.json): the plan says what each process had to do, the
+# samples what it did; whether it stopped cleanly is not known.
+UNKNOWN = "unknown"
+PROCESS_STATES = (FINISHED, LOST, INTERRUPTED, UNKNOWN)
 
 
 @dataclass
@@ -25,7 +28,7 @@ class LoadProcessFacts:
     name: str  # "local", "worker-0", "worker-nairobi-1", ...
     regions: list[str]  # client regions whose arrivals it generated
     planned: dict[str, int]  # region -> arrivals its schedules hold (exact, from the seeded plan)
-    state: str  # "finished" | "lost" (died / disconnected / never reported) | "interrupted"
+    state: str  # "finished" | "lost" (died / disconnected / never reported) | "interrupted" | "unknown"
     last_flush_t_s: float | None  # run time (s from t0) of the last samples it flushed / sent
     rtt_measured: bool = False  # a region-pinned worker on a real machine measures its network RTT
 

@@ -22,6 +22,17 @@ PASS, FAIL, INVALID, INCONCLUSIVE, INTERRUPTED = "pass", "fail", "invalid", "inc
 EXIT_CODES = {PASS: 0, FAIL: 1, INVALID: 2, INCONCLUSIVE: 2, INTERRUPTED: 3}
 
 
+def decide(*, interrupted: bool, invalid: bool, failed: bool, inconclusive: bool) -> str:
+    """The verdict's one precedence: interrupted > invalid > fail > inconclusive > pass."""
+    if interrupted:
+        return INTERRUPTED
+    if invalid:
+        return INVALID
+    if failed:
+        return FAIL
+    return INCONCLUSIVE if inconclusive else PASS
+
+
 def pct_fraction(key: str) -> float:
     """ "p99.9" -> 0.999."""
     return float(key[1:]) / 100.0
@@ -136,7 +147,7 @@ class LoadProcessResult:
 
     name: str
     regions: list[str]
-    state: str  # finished | lost | interrupted
+    state: str  # finished | lost | interrupted | unknown (rejudged without the ledger)
     last_flush_t_s: float | None
     rtt_measured: bool
     planned: dict[str, int]
@@ -159,6 +170,16 @@ class ProcessColdStart:
     phases: dict[str, float] = field(default_factory=dict)  # the process's own init phases (its /readyz)
     error: str | None = None  # why the start did not answer
 
+    @property
+    def answered(self) -> bool:
+        """A good first answer (2xx, as for every request) with its time: the starts that are judged."""
+        return answered_ok(self.status) and self.spawn_to_first_answer_ms is not None
+
+
+def answered_ok(status: int) -> bool:
+    """The one rule for a good answer: a 2xx status."""
+    return 200 <= status < 300
+
 
 @dataclass
 class Check:
@@ -174,7 +195,8 @@ class Check:
     hi: float | None
     samples: int
     # pass | fail | inconclusive (interval straddles the threshold) | not_observed (too few cold starts
-    # in a profile that does not aim at them: unclaimed) | no_data (nothing measured: invalidates the run)
+    # in a profile that does not aim at them, or a claim this run cannot measure: no --stack, no process
+    # start in the region; named in the verdict's notes) | no_data (nothing measured: invalidates the run)
     status: str
     unit: str = "ms"
     needed_samples: int | None = None  # samples in all that would have decided it, at this rate
@@ -191,6 +213,9 @@ class ValidityRules:
     duration_tolerance_s: float = 2.0  # a measured span shorter than planned by more is invalid
     min_cold_samples: int = 5
     max_late_fraction: float = 0.05
+    # Errors, dropped and unfinished arrivals over all recorded, where the SLO sets no error_rate: the
+    # percentiles describe only answered requests, so a larger unanswered share can hide the whole tail.
+    max_unanswered_fraction: float = 0.01
 
 
 @dataclass

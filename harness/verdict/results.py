@@ -25,8 +25,6 @@ from harness.verdict.model import (
     EXIT_CODES,
     FAIL,
     INCONCLUSIVE,
-    INTERRUPTED,
-    INVALID,
     PASS,
     SCHEMA,
     CatalogueInfo,
@@ -43,8 +41,11 @@ from harness.verdict.model import (
     ServerSide,
     Summary,
     Verdict,
+    decide,
+    pct_fraction,
 )
 from harness.verdict.slo import check_name, judge_error_rate, judge_percentile
+from harness.verdict.stats import min_samples_to_pass
 
 LATENCY_BASIS = (
     "client latency from the intended send time (open model), emulated RTT excluded; e2e_latency_ms adds "
@@ -282,9 +283,17 @@ def _judge(
                 f"{region}: {r.late_fraction:.1%} of sends were late (max {v.max_late_fraction:.1%}): "
                 "the load generator fell behind its schedule"
             )
+        slo = spec.for_region(region)
+        if slo.error_rate is None and r.error_rate > v.max_unanswered_fraction:
+            # Percentiles are over answered requests only: without an error_rate to judge the rest, too
+            # many unanswered arrivals make the figures describe a survivor subset, not the service.
+            problems.append(
+                f"{region}: {r.error_rate:.1%} of arrivals got no good answer ({c.errors} errors, {c.dropped} "
+                f"dropped, {c.unfinished} unfinished of {c.recorded}; max {v.max_unanswered_fraction:.1%} "
+                "without an error_rate SLO): the percentiles describe only the answered requests"
+            )
         if not by_region.get(region):
             continue
-        slo = spec.for_region(region)
         rs = by_region[region]
         for metric, pcts in slo.latency.items():
             for pct, threshold in sorted(pcts.items(), key=lambda kv: float(kv[0][1:])):
@@ -295,26 +304,22 @@ def _judge(
         if ch.status == "no_data":
             problems.append(ch.reason)
     for c in cold_starts:
-        if not 200 <= c.status < 300 or c.spawn_to_first_answer_ms is None:
+        if not c.answered:
             problems.append(
                 f"{c.region}: process cold start #{c.repeat + 1} ({c.strategy}) got no good first answer "
                 f"(status {c.status})"
             )
     if profile.expects_cold_starts and profile.process_cold_start and not cold_starts:
         notes.append("process-level cold start not measured (external targets)")
+    # A claim the run could not measure is not a pass: say so beside the verdict.
+    notes.extend(c.reason for c in checks if c.status == "not_observed" and c.samples == 0)
     failed = [c.name for c in checks if c.status == FAIL]
     undecided = [c.reason for c in checks if c.status == INCONCLUSIVE]
     if facts.interrupted:
-        status = INTERRUPTED
         notes.insert(0, f"run interrupted ({facts.interrupted}): figures cover the samples gathered so far")
-    elif problems:
-        status = INVALID
-    elif failed:
-        status = FAIL
-    elif undecided:
-        status = INCONCLUSIVE
-    else:
-        status = PASS
+    status = decide(
+        interrupted=bool(facts.interrupted), invalid=bool(problems), failed=bool(failed), inconclusive=bool(undecided)
+    )
     return Verdict(
         status=status,
         exit_code=EXIT_CODES[status],
@@ -342,11 +347,11 @@ def _metric_checks(
     conf = facts.slo.validity.confidence
     if metric == "process_cold_start_ms":
         # Starts that got no good first answer make the run invalid (see _judge); the rest are judged.
-        mine = [
-            c
-            for c in cold_starts
-            if c.region == region and c.spawn_to_first_answer_ms is not None and 200 <= c.status < 300
-        ]
+        mine = [c for c in cold_starts if c.region == region and c.answered]
+        if not [c for c in cold_starts if c.region == region]:
+            # The run measured no process start here (the profile asks for none in this region, or the
+            # targets are external): the claim is shown unmeasured, never dropped.
+            return [_unmeasured(region, metric, pct, threshold, "no process cold start was measured for the region")]
         out = []
         for strategy in sorted({c.strategy for c in mine}):
             values = [float(c.spawn_to_first_answer_ms or 0.0) for c in mine if c.strategy == strategy]
@@ -357,22 +362,45 @@ def _metric_checks(
         figures = r.server_latency_ms
         value = figures.value(pct) if figures else None
         if figures is None or value is None:
-            return []  # measured only with the telemetry stack (edgeharness run --stack)
+            why = "measured only with the telemetry stack (edgeharness run --stack)"
+            if facts.server_side is not None and facts.server_side.get("error"):
+                why = f"Prometheus could not be read ({facts.server_side['error']})"
+            return [_unmeasured(region, metric, pct, threshold, why)]
         name = check_name(region, metric, pct, threshold, None)
-        status = PASS if value <= threshold else FAIL
-        reason = "point estimate from Prometheus histogram buckets (no interval)"
-        return [Check(name, region, metric, pct, threshold, value, None, None, figures.count, status, reason=reason)]
+        # No interval from buckets; at least demand the count with which samples could decide this percentile.
+        need = min_samples_to_pass(pct_fraction(pct), conf)
+        if figures.count < need:
+            status = INCONCLUSIVE
+            reason = (
+                f"{name}: Prometheus counted {figures.count} requests; a {pct} claim needs at least {need} "
+                f"at {conf:.0%} confidence"
+            )
+        else:
+            status = PASS if value <= threshold else FAIL
+            reason = "point estimate from Prometheus histogram buckets (no interval)"
+        ch = Check(name, region, metric, pct, threshold, value, None, None, figures.count, status, reason=reason)
+        ch.needed_samples = need if status == INCONCLUSIVE else None
+        return [ch]
     values = _values(samples, metric)
     assert values is not None, metric
     ch = judge_percentile(region, metric, pct, threshold, values, conf)
-    few = ch.status in (INCONCLUSIVE, "no_data") or len(values) < facts.slo.validity.min_cold_samples
+    few = len(values) < facts.slo.validity.min_cold_samples
     if metric == "cold_start_ms" and not facts.profile.expects_cold_starts and few and ch.status != FAIL:
         # A profile that does not aim at cold starts meets few (each PoP's first request): too few to
-        # claim anything, and no reason to invalidate the run. A definite failure still counts.
+        # claim anything, and no reason to invalidate the run. A definite failure still counts. From
+        # min_cold_samples on, an undecided check is inconclusive like any other: the cold requests are
+        # left out of client_latency_ms, so leaving them unjudged too would let slow ones pass unseen.
         ch.status = "not_observed"
         ch.needed_samples = None
         ch.reason = f"{ch.name}: {len(values)} cold requests, too few to judge (the profile does not aim at them)"
     return [ch]
+
+
+def _unmeasured(region: str, metric: str, pct: str, threshold: float, why: str) -> Check:
+    name = check_name(region, metric, pct, threshold, None)
+    return Check(
+        name, region, metric, pct, threshold, None, None, None, 0, "not_observed", reason=f"{name}: not measured: {why}"
+    )
 
 
 def _write_atomic(path: Path, text: str) -> None:

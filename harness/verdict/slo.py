@@ -74,6 +74,7 @@ SLO_SCHEMA: dict[str, Any] = {
                 "duration_tolerance_s": {"type": "number", "minimum": 0},
                 "min_cold_samples": {"type": "integer", "minimum": 1},
                 "max_late_fraction": {"type": "number", "minimum": 0, "maximum": 1},
+                "max_unanswered_fraction": {"type": "number", "minimum": 0, "maximum": 1},
                 "min_samples": {},  # refused in code with a message that says what replaced it
             },
             "additionalProperties": False,

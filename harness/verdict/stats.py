@@ -110,6 +110,15 @@ def samples_to_decide(q: float, n: int, above: int, confidence: float, limit: in
     return hi
 
 
+def min_samples_to_pass(q: float, confidence: float, limit: int = 10_000_000) -> int:
+    """The fewest samples whose interval of the q-quantile has a finite upper end: below it, no set of
+    samples can pass a check on the q-quantile at this confidence (7 for p50, 107 for p95 at 99 %)."""
+    n = 1
+    while n < limit and interval_ranks(q, n, confidence).hi > n:
+        n += 1
+    return n
+
+
 def min_samples_one_sided(q: float, confidence: float, discarded: int = 0) -> int:
     """The fewest samples for which the one-sided upper confidence bound of the q-quantile is at or below
     the (discarded + 1)-th largest sample: MLPerf LoadGen's early-stopping minimum query count when
