@@ -135,9 +135,10 @@ def test_handler_killed_mid_run_is_reported_for_its_region_only(
         )  # fmt: skip
         # Locust starts and the schedule's t=0 comes a few seconds in; kill paris's PoP mid-schedule.
         deadline = time.monotonic() + 60
-        while not list((out / "raw").glob("progress-*.json")) and time.monotonic() < deadline:
+        # The gathering Locust's ledger holds samples (flushed every 2 s) once the schedule is under way.
+        while not _ledger_has_samples(out) and time.monotonic() < deadline:
             time.sleep(0.2)
-        time.sleep(12)
+        time.sleep(10)
         stack.kill("handler-paris")
         output, _ = run.communicate(timeout=240)
         results = json.loads((out / "results.json").read_text())
@@ -152,3 +153,11 @@ def test_handler_killed_mid_run_is_reported_for_its_region_only(
     # Every process of the stack is gone after the supervisor stopped it (what `down` does for `up`).
     for service in stack.services:
         assert not alive(service.pid), service.name
+
+
+def _ledger_has_samples(out: Path) -> bool:
+    try:
+        ledger = json.loads((out / "raw" / "processes.json").read_text())
+        return sum(p["samples"] for p in ledger["processes"].values()) > 0
+    except (OSError, ValueError, KeyError):
+        return False
