@@ -20,7 +20,7 @@ from handler_fixtures import ROOT, jpeg, models_dir  # noqa: F401
 
 from harness.load.processes import Supervisor
 from harness.stack import components
-from harness.stack.native import NativeStack, Plan, StackConfig, StackError, alive, down, load_state, status
+from harness.stack.native import NativeStack, StackConfig, StackError, StackLayout, alive, down, load_state, status
 from harness.stack.prometheus import PrometheusClient
 
 REGIONS = ("nairobi", "paris", "san-francisco")
@@ -37,7 +37,7 @@ def require_components() -> None:
 
 
 def test_plan_gives_each_region_its_own_ports() -> None:
-    plan = Plan.for_config(StackConfig(regions=REGIONS, base_port=30000))
+    plan = StackLayout.for_config(StackConfig(regions=REGIONS, base_port=30000))
     ports = [port for port, _role in plan.all_ports()]
     assert len(ports) == len(set(ports)) == 2 + 5 * len(REGIONS)
     assert plan.prometheus_port == 30000 and plan.handlers["nairobi"] == 30010
@@ -51,7 +51,7 @@ def test_port_clash_is_a_clear_error() -> None:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        plan = Plan.for_config(StackConfig(regions=("nairobi",), base_port=port))
+        plan = StackLayout.for_config(StackConfig(regions=("nairobi",), base_port=port))
         with pytest.raises(StackError, match=rf"port {port} \(Prometheus\).*in use.*--base-port"):
             plan.check_ports_free()
 
@@ -69,7 +69,7 @@ def test_port_left_in_time_wait_is_free() -> None:
         with socket.create_connection(("127.0.0.1", port)):
             accepted, _ = server.accept()
             accepted.close()  # the server side closes first: its end waits in TIME_WAIT
-    Plan.for_config(StackConfig(regions=("nairobi",), base_port=port)).check_ports_free()
+    StackLayout.for_config(StackConfig(regions=("nairobi",), base_port=port)).check_ports_free()
 
 
 def test_missing_binary_says_how_to_get_it(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -21,7 +21,7 @@ from handler_fixtures import ROOT, models_dir  # noqa: F401
 from harness.load.processes import Supervisor
 from harness.stack import components
 from harness.stack.config import StackConfig
-from harness.stack.native import STATE_FILE, NativeStack, Plan, StackError, down, process_identity
+from harness.stack.native import STATE_FILE, NativeStack, StackError, StackLayout, down, process_identity
 
 STRAY = {
     "POP": "stray-pop",
@@ -66,7 +66,9 @@ def free_base_port() -> int:
     for _ in range(20):
         base = random.randrange(20000, 26000, 100)
         try:
-            Plan.for_config(StackConfig(regions=("nairobi",), run_dir=Path("."), base_port=base)).check_ports_free()
+            StackLayout.for_config(
+                StackConfig(regions=("nairobi",), run_dir=Path("."), base_port=base)
+            ).check_ports_free()
         except StackError:
             continue
         return base

@@ -56,7 +56,7 @@ class Counters:
 
 
 @dataclass
-class Recorder:
+class OutcomeLog:
     """Every arrival's outcome, kept until it is handed over in a chunk."""
 
     process: str = "local"
@@ -151,7 +151,7 @@ class ArrivalLoop:
         plan: Plan,
         region: str,
         share: Share,
-        recorder: Recorder,
+        recorder: OutcomeLog,
         health: PopHealth,
         corpus: list[tuple[str, str, bytes]],
         sends: gevent.pool.Group,
@@ -422,7 +422,7 @@ class LoadProcess:
         measure_rtt: bool = False,
     ) -> None:
         self.plan, self.assignment, self.send = plan, assignment, send
-        self.recorder = Recorder(process=assignment.name, telemetry=telemetry)
+        self.recorder = OutcomeLog(process=assignment.name, telemetry=telemetry)
         self.health = PopHealth(plan.targets)
         self.sends = gevent.pool.Group()
         measured = None

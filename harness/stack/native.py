@@ -60,7 +60,7 @@ class Service:
 
 
 @dataclass
-class Plan:
+class StackLayout:
     """The ports and services of a stack before anything starts."""
 
     config: StackConfig
@@ -70,7 +70,7 @@ class Plan:
     handlers: dict[str, int]
 
     @classmethod
-    def for_config(cls, config: StackConfig) -> Plan:
+    def for_config(cls, config: StackConfig) -> StackLayout:
         base = config.base_port
         collectors, handlers = {}, {}
         for i, region in enumerate(config.regions):
@@ -126,7 +126,7 @@ class NativeStack:
 
     def __init__(self, config: StackConfig, supervisor: Supervisor) -> None:
         self.config = config
-        self.plan = Plan.for_config(config)
+        self.plan = StackLayout.for_config(config)
         self.sup = supervisor
         self.services: list[Service] = []
         self._launch: dict[str, tuple[list[str], dict[str, str]]] = {}
@@ -396,7 +396,7 @@ def start_for_run(sup: Supervisor, regions: tuple[str, ...], run_dir: Path, idle
         base = random.randrange(20000, 50000, 100)
         config = StackConfig(regions=regions, run_dir=run_dir, base_port=base, idle_timeout_s=idle_timeout_s)
         try:
-            Plan.for_config(config).check_ports_free()
+            StackLayout.for_config(config).check_ports_free()
         except StackError as exc:
             last = exc
             continue
