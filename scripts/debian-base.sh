@@ -29,7 +29,8 @@ mirror() {
   found="$(grep -hsE '^URIs:' /etc/apt/sources.list.d/*.sources | awk '{print $2}' | grep -vE 'security' | head -n1 || true)"
   [[ -n "$found" ]] || found="$(grep -hsE '^deb\s' /etc/apt/sources.list /etc/apt/sources.list.d/*.list \
     | awk '{print $2}' | grep -E '/debian/?$' | head -n1 || true)"
-  echo "${found:-http://deb.debian.org/debian}"
+  [[ -n "$found" ]] || { echo "debian-base.sh: no Debian mirror configured for apt (set EDGE_DEBIAN_MIRROR)" >&2; exit 1; }
+  echo "$found"
 }
 
 if [[ $force -eq 1 || ! -s "$tarball" ]]; then
@@ -40,7 +41,7 @@ if [[ $force -eq 1 || ! -s "$tarball" ]]; then
     apt-get install -y -q --no-install-recommends debootstrap >/dev/null \
       || { apt-get update -q >/dev/null && apt-get install -y -q --no-install-recommends debootstrap >/dev/null; }
   fi
-  url="$(mirror)"
+  url="${EDGE_DEBIAN_MIRROR:-$(mirror)}"
   rootfs="$(mktemp -d "${TMPDIR:-/tmp}/edgeharness-rootfs.XXXXXX")"
   trap 'rm -rf "$rootfs" "$rootfs.log"' EXIT
   start=$SECONDS

@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
-# The Docker engine for the compose stack and its tests: Debian's docker.io, started by hand (these
+# The Docker engine for the compose stack and its tests: Debian's Docker engine package, started by hand (these
 # machines have no init system that would start it). Idempotent: an engine that already answers is
 # left alone, so a second CI run on the same machine does not fail.
 #
-#   scripts/engine.sh start    install docker.io if dockerd is missing (root + apt-get), start dockerd
+#   scripts/engine.sh start    install Debian's Docker engine if dockerd is missing (root + apt-get), start dockerd
 #                              in the background (log: $EDGE_DOCKERD_LOG), wait until `docker info` answers
 #   scripts/engine.sh stop     stop the dockerd this script started (by its pid file), nothing else
 #   scripts/engine.sh status   exit 0 when an engine answers
@@ -17,8 +17,8 @@ answers() { docker info >/dev/null 2>&1; }
 
 install_engine() {
   command -v apt-get >/dev/null 2>&1 || { echo "engine.sh: no dockerd and no apt-get: install Docker by hand" >&2; exit 1; }
-  [[ "$(id -u)" -eq 0 ]] || { echo "engine.sh: installing docker.io needs root" >&2; exit 1; }
-  echo "engine.sh: installing Debian's docker.io"
+  [[ "$(id -u)" -eq 0 ]] || { echo "engine.sh: installing the Docker engine needs root" >&2; exit 1; }
+  echo "engine.sh: installing Debian's Docker engine"
   export DEBIAN_FRONTEND=noninteractive
   apt-get install -y -q --no-install-recommends docker.io >/dev/null \
     || { apt-get update -q >/dev/null && apt-get install -y -q --no-install-recommends docker.io >/dev/null; }
