@@ -17,7 +17,7 @@ REPO = Path(__file__).resolve().parents[1]
 SCRIPTS = REPO / "scripts"
 BASE_IMAGE = os.environ.get("EDGE_BASE_IMAGE", "edgeharness/debian-python:bookworm")
 
-HOW_TO_GET_ENGINE = "install and start Docker: `scripts/engine.sh start` (as root; it installs Debian's Docker engine package)"
+HOW_TO_GET_ENGINE = "install and start Docker: `scripts/engine.sh start` (as root; installs Debian's Docker engine)"
 HOW_TO_GET_BASE_IMAGE = f"build {BASE_IMAGE} with `scripts/debian-base.sh` (as root; or `make images-offline`)"
 HOW_TO_GET_COMPOSE = "build the Docker Compose plugin with `scripts/build-compose.sh` (needs Go)"
 
