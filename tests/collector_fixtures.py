@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import random
 import subprocess
 import time
 import urllib.error
@@ -22,7 +23,7 @@ from typing import Any, TypeVar
 
 import pytest
 
-from harness.load.processes import free_port
+from harness.load.processes import Supervisor, free_port
 from harness.stack.components import (
     BUILDER_MANIFEST,
     HOW_TO_GET_OTELCOL,
@@ -46,6 +47,8 @@ from harness.stack.components import (
     read_versions,
     tempo_image,
 )
+from harness.stack.config import StackConfig
+from harness.stack.native import NativeStack, StackError
 from harness.stack.prometheus import PrometheusClient
 
 __all__ = [
@@ -357,3 +360,18 @@ def running_collectors(
     finally:
         for collector in collectors.values():
             collector.stop()
+
+
+def start_native_stack(sup: Supervisor, ports: tuple[int, int] = (20000, 26000), **config: Any) -> NativeStack:
+    """A native stack on a random base port in `ports` (below the kernel's ephemeral range, so no client
+    connection's local port can hold one); another range is tried when a port of the plan is held."""
+    last: Exception | None = None
+    for _attempt in range(5):
+        native = NativeStack(StackConfig(base_port=random.randrange(*ports, 100), **config), sup)
+        try:
+            native.start()
+            return native
+        except StackError as exc:
+            sup.stop_all()
+            last = exc
+    raise AssertionError(f"the native stack did not start: {last}")

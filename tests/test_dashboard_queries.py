@@ -11,12 +11,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from collector_fixtures import require_otelcol, require_prometheus
+from collector_fixtures import require_otelcol, require_prometheus, start_native_stack
 from handler_fixtures import ROOT, models_dir  # noqa: F401
 
 from harness.dashboards import dashboard_variables, panel_queries, read_dashboard
 from harness.load.processes import Supervisor
-from harness.stack.native import NativeStack, StackConfig, StackError, alive
+from harness.stack.native import NativeStack, StackConfig, alive
 from harness.stack.prometheus import PrometheusClient
 
 REGIONS = ("nairobi", "paris", "san-francisco")
@@ -29,17 +29,7 @@ def stack_after_run(models_dir: Path, tmp_path_factory: pytest.TempPathFactory) 
     require_prometheus()
     run_dir = tmp_path_factory.mktemp("dash-stack")
     sup = Supervisor()
-    for _attempt in range(5):
-        config = StackConfig(regions=REGIONS, run_dir=run_dir, base_port=random.randrange(20000, 26000, 100),
-                             models_dir=models_dir, metrics_interval="1s")  # fmt: skip
-        stack = NativeStack(config, sup)
-        try:
-            stack.start()
-            break
-        except StackError:
-            sup.stop_all()
-    else:
-        pytest.fail("the native stack did not start")
+    stack = start_native_stack(sup, regions=REGIONS, run_dir=run_dir, models_dir=models_dir, metrics_interval="1s")
     try:
         out = tmp_path_factory.mktemp("dash-run")
         # Short: the verdict may call it invalid (too few samples); the telemetry is what counts here.

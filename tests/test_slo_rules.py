@@ -258,15 +258,13 @@ defaults:
 
 @pytest.mark.integration
 def test_a_slow_handler_fires_the_page_alert_in_the_native_stack(models_dir: Path, tmp_path: Path) -> None:  # noqa: F811
-    import random
     import time
 
     import httpx
-    from collector_fixtures import require_otelcol, require_prometheus
+    from collector_fixtures import require_otelcol, require_prometheus, start_native_stack
     from handler_fixtures import jpeg
 
     from harness.load.processes import Supervisor
-    from harness.stack.native import NativeStack, StackConfig, StackError
     from harness.stack.prometheus import PrometheusClient
 
     require_otelcol()
@@ -274,18 +272,8 @@ def test_a_slow_handler_fires_the_page_alert_in_the_native_stack(models_dir: Pat
     slo = slo_file(tmp_path, TOO_STRICT_SLO)
     sup = Supervisor()
     try:
-        for _attempt in range(5):
-            config = StackConfig(regions=("paris",), run_dir=tmp_path / "stack",
-                                 base_port=random.randrange(26000, 32000, 100), models_dir=models_dir,
-                                 metrics_interval="1s", slo_file=str(slo))  # fmt: skip
-            stack = NativeStack(config, sup)
-            try:
-                stack.start()
-                break
-            except StackError:
-                sup.stop_all()
-        else:
-            pytest.fail("the native stack did not start")
+        stack = start_native_stack(sup, (26000, 32000), regions=("paris",), run_dir=tmp_path / "stack",
+                                   models_dir=models_dir, metrics_interval="1s", slo_file=str(slo))  # fmt: skip
         prom = PrometheusClient(stack.plan.prometheus_url)
         groups = prom.api("/api/v1/rules")["groups"]
         assert {g["name"] for g in groups} == {"edgeharness-slo-records", "edgeharness-slo-alerts"}

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import random
 import re
 import statistics
 import subprocess
@@ -15,7 +14,7 @@ from typing import Any, TypeVar
 
 import httpx
 import pytest
-from collector_fixtures import require_otelcol, require_prometheus, wait_for
+from collector_fixtures import require_otelcol, require_prometheus, start_native_stack, wait_for
 from handler_fixtures import ROOT, jpeg, models_dir  # noqa: F401
 
 from harness.load.processes import Supervisor
@@ -121,19 +120,9 @@ def stack(models_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterato
     require_components()
     run_dir = tmp_path_factory.mktemp("stack")
     sup = Supervisor()
-    last: Exception | None = None
-    for _attempt in range(5):  # another process may hold a port of the plan: try another range
-        config = StackConfig(regions=REGIONS, run_dir=run_dir, base_port=random.randrange(20000, 26000, 100),
-                             models_dir=models_dir, idle_timeout_s=1.0, metrics_interval="1s")  # fmt: skip
-        native = NativeStack(config, sup)
-        try:
-            native.start()
-            break
-        except StackError as exc:
-            sup.stop_all()
-            last = exc
-    else:
-        raise AssertionError(f"the native stack did not start: {last}")
+    native = start_native_stack(
+        sup, regions=REGIONS, run_dir=run_dir, models_dir=models_dir, idle_timeout_s=1.0, metrics_interval="1s"
+    )
     try:
         yield native
     finally:
@@ -359,18 +348,8 @@ def test_the_stack_over_otlp_gives_the_series_of_remote_write(models_dir: Path, 
     require_components()
     sup = Supervisor()
     try:
-        for _attempt in range(5):
-            config = StackConfig(regions=("nairobi",), run_dir=tmp_path / "stack",
-                                 base_port=random.randrange(26000, 32000, 100), models_dir=models_dir,
-                                 metrics_interval="1s", metrics_export="otlp")  # fmt: skip
-            stack = NativeStack(config, sup)
-            try:
-                stack.start()
-                break
-            except StackError:
-                sup.stop_all()
-        else:
-            pytest.fail("the native stack did not start")
+        stack = start_native_stack(sup, (26000, 32000), regions=("nairobi",), run_dir=tmp_path / "stack",
+                                   models_dir=models_dir, metrics_interval="1s", metrics_export="otlp")  # fmt: skip
         assert stack.service("collector-nairobi").kind == "collector"
         prom = PrometheusClient(stack.plan.prometheus_url)
         body = jpeg(seed=3)
