@@ -5,6 +5,8 @@ Configured by environment (so compose, a plain `locust -f` and `edgeharness run`
   EDGE_PROFILE  profile name or file (default smoke), EDGE_TARGETS `region=url,...`,
   EDGE_OUT      where samples and results go (default out), EDGE_DURATION seconds (optional),
   EDGE_SLO      the SLO file a plain Locust run is judged against (default loadtests/slo/default.yaml).
+  EDGE_PRICING, EDGE_BASELINE, EDGE_JUNIT, EDGE_SUMMARY_MD  as `edgeharness run`'s --pricing, --baseline,
+                --junit and --summary-md, for a plain Locust run (the plan of `edgeharness run` carries none).
   EDGE_WORKER_REGION  on `locust --worker`: generate only this client region's arrivals (a worker per city).
 Run: locust -f loadtests/locustfile.py --headless  (or --master / --worker for distributed load).
 
@@ -291,6 +293,12 @@ def _on_init(environment: Environment, **_: Any) -> None:
             from harness.verdict.slo import load_slo
 
             load_slo(os.environ.get("EDGE_SLO") or None)  # a bad SLO file is refused now, not after the run
+            from types import SimpleNamespace
+
+            from harness.report.extras import check_arguments, extras_from_environment
+
+            # So are a bad pricing file or baseline (EDGE_PRICING, EDGE_BASELINE).
+            check_arguments(SimpleNamespace(**extras_from_environment(os.environ), out=plan().out_dir))
     except Exception as exc:  # a ConfigError names file and line; anything else is as bad here
         print(f"edgeharness: {exc}", file=sys.stderr)
         raise SystemExit(2) from exc

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from schema_fixtures import OUTPUT_SCHEMAS, assert_follows_schema
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -60,21 +61,12 @@ def receiver(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[..., Any]]:
 
 @pytest.fixture(autouse=True)
 def _results_follow_the_schema(request: pytest.FixtureRequest) -> Iterator[None]:
-    """Every results.json a test writes under its tmp_path validates against `edgeharness schema results`."""
+    """Every results.json, cost.json and compare.json a test writes under its tmp_path validates against
+    `edgeharness schema results|cost|compare`."""
     yield
     tmp = request.node.funcargs.get("tmp_path")
     if tmp is None:
         return
-    found = sorted(Path(tmp).rglob("results.json"))
-    if not found:
-        return
-    import json
-
-    import jsonschema
-
-    from harness.verdict.model import results_schema
-
-    validator = jsonschema.Draft202012Validator(results_schema())
-    for path in found:
-        errors = sorted(validator.iter_errors(json.loads(path.read_text(encoding="utf-8"))), key=str)
-        assert not errors, f"{path} does not follow the results schema: {errors[0].message} at {list(errors[0].path)}"
+    for path in sorted(Path(tmp).rglob("*.json")):
+        if path.name in OUTPUT_SCHEMAS:
+            assert_follows_schema(path)

@@ -130,7 +130,13 @@ def test_a_plain_headless_locust_run_ends_judged_with_the_verdicts_exit_code(tmp
     proc = subprocess.run(
         [*LOCUST, "--headless", "--only-summary"],
         cwd=tmp_path,
-        env=master_env(tmp_path, slow, LENIENT, ("paris",)),
+        env={
+            **master_env(tmp_path, slow, LENIENT, ("paris",)),
+            # What `run` does with --pricing, --junit and --summary-md, a plain run does from its environment.
+            "EDGE_PRICING": str(REPO / "loadtests" / "pricing" / "edge-platforms.yaml"),
+            "EDGE_JUNIT": str(tmp_path / "junit.xml"),
+            "EDGE_SUMMARY_MD": str(tmp_path / "summary.md"),
+        },
         capture_output=True,
         text=True,
         timeout=120,
@@ -142,6 +148,10 @@ def test_a_plain_headless_locust_run_ends_judged_with_the_verdicts_exit_code(tmp
     (local,) = res["load_processes"]
     assert local["name"] == "local" and local["state"] == "finished" and local["lost"] == {"paris": 0}
     assert "VERDICT: FAIL" in proc.stderr
+    cost = json.loads((tmp_path / "out" / "cost.json").read_text())  # validated by conftest's schema check
+    assert cost["regions"]["paris"]["requests"] > 0 and cost["plans"]
+    assert (tmp_path / "summary.md").read_text().startswith("## edgeharness: FAIL (exit 1)")
+    assert "client_latency_ms p50" in (tmp_path / "junit.xml").read_text()
 
 
 def test_the_web_ui_shows_live_microsecond_percentiles_and_a_stop_is_judged(tmp_path, known_server):
@@ -195,4 +205,13 @@ def test_a_plain_locust_run_refuses_a_bad_slo_file_before_it_starts(tmp_path):
     proc = subprocess.run([*LOCUST, "--headless"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2
     assert f"{tmp_path / 'slo.yaml'}:2: defaults.client_latency_ms.p50" in proc.stderr
+    assert not (tmp_path / "out" / "raw").exists()
+
+
+def test_a_plain_locust_run_refuses_a_bad_pricing_file_before_it_starts(tmp_path):
+    bad = tmp_path / "pricing.yaml"
+    bad.write_text("plans:\n  p:\n    source: s\n    date: d\n    per_million_requests: -1\n")
+    env = {**master_env(tmp_path, {"paris": "http://127.0.0.1:9"}, LENIENT, ("paris",)), "EDGE_PRICING": str(bad)}
+    proc = subprocess.run([*LOCUST, "--headless"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2 and f"{bad}:5" in proc.stderr, proc.stderr[-2000:]
     assert not (tmp_path / "out" / "raw").exists()

@@ -26,7 +26,7 @@ from telemetry_fixtures import InProcessTelemetry
 from harness.handler import pipeline
 from harness.handler.app import create_app
 from harness.handler.errors import HandlerError
-from harness.handler.settings import HandlerSettings
+from harness.handler.settings import HandlerSettings, SettingsError
 from harness.handler.telemetry.records import TelemetrySettings
 
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
@@ -78,6 +78,18 @@ def test_classify_returns_top_k_model_and_timings(client: TestClient) -> None:
         assert timings[stage] >= 0
     assert timings["total"] >= timings["decode"] + timings["inference"]
     assert "inference;dur=" in response.headers["server-timing"]
+
+
+def test_an_injected_delay_slows_every_answer_and_says_so(int8_model: Path, tmp_path: Path) -> None:  # noqa: F811
+    with TestClient(create_app(make_settings(int8_model, tmp_path, inject_delay_ms=40))) as c:
+        answers = [classify(c, jpeg()) for _ in range(3)]
+    for r in answers:
+        assert r.status_code == 200
+        timings = r.json()["timings_ms"]
+        assert timings["injected"] == 40 and timings["total"] >= 40 + timings["inference"]
+        assert "injected;dur=40.000" in r.headers["server-timing"]
+    with pytest.raises(SettingsError, match="inject_delay_ms"):
+        make_settings(int8_model, tmp_path, inject_delay_ms=-1)
 
 
 def test_first_request_of_a_process_is_a_cold_start_then_warm(client: TestClient) -> None:

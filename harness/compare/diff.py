@@ -85,6 +85,7 @@ class ScopeComparison:
 class Comparison:
     """The whole comparison (written as compare.json)."""
 
+    schema: str = field(default="edgeharness.compare/1", kw_only=True)
     baseline: str
     current: str
     metric: str
@@ -105,6 +106,15 @@ class Comparison:
         from harness.verdict.typed import to_json
 
         return to_json(self)
+
+
+def compare_schema() -> dict[str, Any]:
+    """The JSON Schema of compare.json (`edgeharness schema compare`, and `compare --json`)."""
+    from harness.verdict.typed import json_schema
+
+    schema = json_schema(Comparison, "urn:edgeharness:compare:1", "edgeharness comparison")
+    schema["$defs"]["Comparison"]["properties"]["schema"] = {"const": Comparison.schema}
+    return schema
 
 
 @dataclass

@@ -64,6 +64,7 @@ class PlanInfo:
 class CostReport:
     """The cost section (written as cost.json)."""
 
+    schema: str = field(default="edgeharness.cost/1", kw_only=True)
     pricing_file: str
     currency: str
     duration_s: float
@@ -78,6 +79,15 @@ class CostReport:
         from harness.verdict.typed import to_json
 
         return to_json(self)
+
+
+def cost_schema() -> dict[str, Any]:
+    """The JSON Schema of cost.json (`edgeharness schema cost`)."""
+    from harness.verdict.typed import json_schema
+
+    schema = json_schema(CostReport, "urn:edgeharness:cost:1", "edgeharness cost")
+    schema["$defs"]["CostReport"]["properties"]["schema"] = {"const": CostReport.schema}
+    return schema
 
 
 BASIS = (

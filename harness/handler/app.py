@@ -287,6 +287,12 @@ class Handler:
         assert times.started is not None
         outcome.queue_s = max(times.started - admitted - (cold.total_ms / 1000 if cold is not None else 0.0), 0.0)
 
+        injected_ms = self.settings.inject_delay_ms
+        if injected_ms:
+            # A drill's slowness: after the work, so the request is as slow as a slowed handler's, and
+            # on the event loop, so it holds no worker.
+            await asyncio.sleep(injected_ms / 1000)
+
         self.served += 1
         first = self.served == 1
         outcome.cold_kind = "model" if cold is not None else ("process" if first else None)
@@ -294,6 +300,7 @@ class Handler:
         timings = {
             "queue": outcome.queue_s * 1000,
             **outcome.stages.ms(),
+            **({"injected": injected_ms} if injected_ms else {}),
             "total": (time.perf_counter() - start) * 1000,
         }
         if cold is not None:

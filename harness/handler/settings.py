@@ -111,6 +111,14 @@ class HandlerSettings:
     drain_timeout: float = field(
         default=10.0, metadata=_opt("EDGE_DRAIN_TIMEOUT", "seconds to finish in-flight requests on SIGTERM")
     )
+    inject_delay_ms: float = field(
+        default=0.0,
+        metadata=_opt(
+            "EDGE_INJECT_DELAY_MS",
+            "fault injection: hold every classified image this many ms more before answering, counted in its "
+            "duration and shown in Server-Timing as `injected` (SLO and alert drills; 0: off)",
+        ),
+    )
     service_name: str = field(
         default="edgeharness-handler", metadata=_opt("EDGE_SERVICE_NAME", "service.name of the telemetry")
     )
@@ -154,6 +162,7 @@ class HandlerSettings:
             (self.model_max_bytes >= 1, "model_max_bytes", "must be at least 1"),
             (self.model_download_timeout > 0, "model_download_timeout", "must be more than 0"),
             (self.drain_timeout >= 0, "drain_timeout", "must be 0 or more"),
+            (0 <= self.inject_delay_ms <= 60_000, "inject_delay_ms", "must be between 0 (off) and 60000"),
             (self.start_strategy in ("plain", "zygote"), "start_strategy", "must be 'plain' or 'zygote'"),
             (self.zygote_spawn in ("at-start", "on-signal"), "zygote_spawn", "must be 'at-start' or 'on-signal'"),
             (

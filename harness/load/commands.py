@@ -65,6 +65,7 @@ def register(subparsers: Any) -> None:  # argparse's _SubParsersAction is privat
     rejudge.add_argument("out", type=Path, metavar="OUT", help="a run directory")
     rejudge.add_argument("--slo", default=None, metavar="FILE", help="SLO file (default loadtests/slo/default.yaml)")
     rejudge.add_argument("--quiet", action="store_true")
+    add_arguments(rejudge)
     rejudge.set_defaults(func=_rejudge)
 
     sweep = subparsers.add_parser(
@@ -144,6 +145,7 @@ def _settings(args: argparse.Namespace) -> Any:
 
     from harness.load.plan import parse_targets
     from harness.load.runner import DEFAULT_MODEL, RunSettings
+    from harness.report.extras import extras_from_arguments
 
     out = args.out or Path("runs") / time.strftime("%Y%m%d-%H%M%S")
     return RunSettings(
@@ -162,10 +164,7 @@ def _settings(args: argparse.Namespace) -> Any:
         stack=args.stack,
         client_otlp=args.client_otlp,
         quiet=args.quiet,
-        pricing=getattr(args, "pricing", None),
-        baseline=getattr(args, "baseline", None),
-        junit=getattr(args, "junit", None),
-        summary_md=getattr(args, "summary_md", None),
+        **extras_from_arguments(args),
     )
 
 
@@ -234,8 +233,10 @@ def _worker(args: argparse.Namespace) -> int:
 def _rejudge(args: argparse.Namespace) -> int:
     def go(a: argparse.Namespace) -> int:
         from harness.load.runner import rejudge
+        from harness.report.extras import check_arguments, extras_from_arguments
 
-        return rejudge(a.out, a.slo, a.quiet)
+        check_arguments(a)
+        return rejudge(a.out, a.slo, a.quiet, **extras_from_arguments(a))
 
     return _guard(go, args)
 

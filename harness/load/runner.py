@@ -635,9 +635,19 @@ def run(settings: RunSettings) -> int:
     return Run(settings).execute()
 
 
-def rejudge(out: Path, slo: str | None = None, quiet: bool = False) -> int:
+def rejudge(
+    out: Path,
+    slo: str | None = None,
+    quiet: bool = False,
+    *,
+    pricing: str | None = None,
+    baseline: str | None = None,
+    junit: str | None = None,
+    summary_md: str | None = None,
+) -> int:
     """Judge the samples already under out/raw against the plan in out/plan.json (and the load processes'
-    ledger, when there is one), rewriting results.json and report.html; returns the verdict's exit code."""
+    ledger, when there is one), rewriting results.json and report.html (priced, compared with a baseline,
+    and with JUnit XML and a Markdown summary, as `run` does when asked); returns the verdict's exit code."""
     plan_path = Path(out) / "plan.json"
     if not plan_path.exists():
         raise ConfigError(plan_path, None, "no plan.json: not a run directory")
@@ -649,6 +659,10 @@ def rejudge(out: Path, slo: str | None = None, quiet: bool = False) -> int:
         quiet=quiet,
         targets=dict(plan.targets),
         workers=plan.instances_per_region,
+        pricing=pricing,
+        baseline=baseline,
+        junit=junit,
+        summary_md=summary_md,
     )
     r = Run(settings, profile=Profile.from_dict(plan.profile))
     r.pops = {pop: Pop(pop, url) for pop, url in plan.targets.items()}
@@ -685,12 +699,15 @@ def judge_gathered(out: Path, plan: Plan, interrupted: str | None) -> int:
 
     from rich.console import Console
 
+    from harness.report.extras import extras_from_environment
+
     settings = RunSettings(
         profile=plan.profile.get("name", "plan"),
         slo=os.environ.get("EDGE_SLO") or None,
         out=Path(out),
         targets=dict(plan.targets),
         workers=plan.instances_per_region,
+        **extras_from_environment(os.environ),
     )
     r = Run(settings, console=Console(highlight=False, width=150, stderr=True), profile=Profile.from_dict(plan.profile))
     r.pops = {pop: Pop(pop, url) for pop, url in plan.targets.items()}

@@ -9,7 +9,7 @@ sections join the report); `publish` runs after (cost.json, compare.json, JUnit 
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -159,6 +159,22 @@ def add_arguments(run: Any) -> None:
     )
     run.add_argument("--junit", default=None, metavar="FILE", help="write a JUnit XML report (a test case per check)")
     run.add_argument("--summary-md", default=None, metavar="FILE", help="write a short Markdown summary")
+
+
+EXTRAS = ("pricing", "baseline", "junit", "summary_md")
+# A plain `locust -f loadtests/locustfile.py` run takes them from its environment.
+EXTRAS_ENV = {"pricing": "EDGE_PRICING", "baseline": "EDGE_BASELINE", "junit": "EDGE_JUNIT",
+              "summary_md": "EDGE_SUMMARY_MD"}  # fmt: skip
+
+
+def extras_from_arguments(args: Any) -> dict[str, str | None]:
+    """`--pricing/--baseline/--junit/--summary-md` as RunSettings' fields (None where a command has none)."""
+    return {name: getattr(args, name, None) for name in EXTRAS}
+
+
+def extras_from_environment(env: Mapping[str, str]) -> dict[str, str | None]:
+    """The same from EDGE_PRICING, EDGE_BASELINE, EDGE_JUNIT and EDGE_SUMMARY_MD (empty: not given)."""
+    return {name: env.get(var) or None for name, var in EXTRAS_ENV.items()}
 
 
 def check_arguments(args: Any) -> None:

@@ -44,6 +44,14 @@ def register(subparsers: Any) -> None:
         default=None,
         help="load SLI and burn-rate rules generated from this SLO file (default: collector/rules/slo.yml)",
     )
+    up.add_argument(
+        "--inject-delay",
+        action="append",
+        default=[],
+        metavar="REGION=MS",
+        help="hold every image REGION's handler classifies MS ms more (an alert drill: watch its burn-rate "
+        "alerts fire); repeatable",
+    )
     up.set_defaults(func=_up)
 
     down = subparsers.add_parser("down", help="stop the native stack started by `up`")
@@ -64,9 +72,18 @@ def _up(args: argparse.Namespace) -> int:
     if not regions:
         print("edgeharness up: --regions names no region", file=sys.stderr)
         return 2
+    delays: dict[str, float] = {}
+    for item in args.inject_delay:
+        region, _, ms = item.partition("=")
+        try:
+            delays[region.strip()] = float(ms)
+        except ValueError:
+            print(f"edgeharness up: --inject-delay {item!r}: expected REGION=MS, e.g. paris=50", file=sys.stderr)
+            return 2
     config = StackConfig(regions=regions, run_dir=args.run_dir, host=args.host, base_port=args.base_port,
                          models_dir=args.models_dir, idle_timeout_s=args.idle_timeout,
-                         metrics_export=args.metrics_export, slo_file=args.slo)  # fmt: skip
+                         metrics_export=args.metrics_export, slo_file=args.slo,
+                         inject_delay_ms=delays)  # fmt: skip
     try:
         stack = up(config)
     except (StackError, MissingComponent) as exc:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 DEFAULT_REGIONS = ("nairobi", "paris", "san-francisco")
@@ -28,3 +28,5 @@ class StackConfig:
     metrics_export: str = "remote_write"
     # SLO file whose `edgeharness slo rules` Prometheus loads; None: the committed collector/rules/.
     slo_file: str | None = None
+    # Region -> ms every classified image is held back (the handler's --inject-delay-ms): alert drills.
+    inject_delay_ms: dict[str, float] = field(default_factory=dict)

@@ -159,6 +159,12 @@ class NativeStack:
     def start(self) -> list[Service]:
         if self.config.metrics_export not in c.METRICS_EXPORTERS:
             raise StackError(f"metrics export {self.config.metrics_export!r}: one of {', '.join(c.METRICS_EXPORTERS)}")
+        unknown = sorted(set(self.config.inject_delay_ms) - set(self.config.regions))
+        if unknown:
+            raise StackError(f"injected delay for {', '.join(unknown)}: not a region of this stack")
+        bad = {r: ms for r, ms in self.config.inject_delay_ms.items() if not 0 <= ms <= 60_000}
+        if bad:
+            raise StackError(f"injected delay {bad}: must be between 0 and 60000 ms")
         otelcol = c.require_otelcol()
         prometheus = c.require_prometheus()
         model = self.config.models_dir / self.config.model_file
@@ -221,6 +227,8 @@ class NativeStack:
                 "EDGE_OTLP_ENDPOINT": f"http://{host}:{self.plan.collectors[region].otlp_http}",
                 "EDGE_IDLE_TIMEOUT": str(self.config.idle_timeout_s),
             }
+            if region in self.config.inject_delay_ms:
+                env["EDGE_INJECT_DELAY_MS"] = repr(float(self.config.inject_delay_ms[region]))
             url = self.plan.handler_url(region)
             self._start(
                 Service(f"handler-{region}", "handler", region, url, f"{url}/readyz",

@@ -11,10 +11,15 @@ def register(subparsers: Any) -> None:
     """Add the `schema` command."""
     p = subparsers.add_parser(
         "schema",
-        help="print a JSON Schema of the harness's outputs (results.json)",
+        help="print a JSON Schema of the harness's outputs (results.json, cost.json, compare.json) or SLO file",
         description="Print the JSON Schema (draft 2020-12) of an output file, for validating it elsewhere.",
     )
-    p.add_argument("what", choices=["results", "slo"], help="results: results.json; slo: an SLO file's structure")
+    p.add_argument(
+        "what",
+        choices=["results", "cost", "compare", "slo"],
+        help="results: results.json; cost: cost.json; compare: compare.json (and `compare --json`); "
+        "slo: an SLO file's structure",
+    )
     p.set_defaults(func=_schema)
 
 
@@ -23,6 +28,14 @@ def _schema(args: argparse.Namespace) -> int:
         from harness.verdict.model import results_schema
 
         schema = results_schema()
+    elif args.what == "cost":
+        from harness.cost.estimate import cost_schema
+
+        schema = cost_schema()
+    elif args.what == "compare":
+        from harness.compare.diff import compare_schema
+
+        schema = compare_schema()
     else:
         from harness.verdict.slo import SLO_SCHEMA
 
