@@ -39,6 +39,7 @@ from harness.load.plan import Assignment, Plan, assign, plan_from_env
 LEAD_S = 3.0  # without a plan's start time, t=0 is this long after the test starts (assignments travel)
 DONE_WAIT_S = 10.0  # how long the end waits for every load process's last samples
 HELLO_WAIT_S = 5.0  # how long the start waits for every connected worker to say which region it serves
+WATCH_EVERY_S = 1.0  # how often the master checks that Locust still hears every worker (its heartbeat: 1 s)
 
 _state: dict[str, Any] = {}
 
@@ -193,6 +194,30 @@ def _start_master(environment: Environment) -> None:
         )
     for region in orphans:
         print(f"edgeharness: no load process generates region {region!r}", file=sys.stderr)
+    names_by_node = {node_id: a.name for (node_id, _), a in zip(hellos, assignments, strict=True)}
+    _state["watchdog"] = gevent.spawn(_watch_workers, runner, names_by_node)
+
+
+def _watch_workers(runner: MasterRunner, names_by_node: dict[str, str]) -> None:
+    """Lose a worker as soon as Locust stops hearing its heartbeats (killed, hung, disconnected), not at
+    the end of the run: the reason says when, and the end does not wait for it."""
+    from locust.runners import STATE_MISSING
+
+    g = gatherer()
+    while True:
+        gevent.sleep(WATCH_EVERY_S)
+        heard = {node.id for node in runner.clients.values() if node.state != STATE_MISSING}
+        for node_id, name in names_by_node.items():
+            rec = g.ledger.processes.get(name)
+            if rec is None or rec.state != RUNNING or node_id in heard:
+                continue
+            last = "no samples" if rec.last_flush_t_s is None else f"samples up to t={rec.last_flush_t_s:.1f} s kept"
+            reason = (
+                f"{name} stopped answering Locust's heartbeats at t={time.time() - t0():.1f} s "
+                f"(killed, hung or disconnected; {last})"
+            )
+            g.lose(name, reason)
+            print(f"edgeharness: {reason}", file=sys.stderr, flush=True)
 
 
 def conclude(environment: Environment | None, interrupted: str, wait: bool = True) -> None:

@@ -618,7 +618,13 @@ def load_process_facts(
                 state = LOST
             facts.append(
                 LoadProcessFacts(
-                    rec.name, list(rec.shares), dict(rec.planned), state, rec.last_flush_t_s, rec.rtt_measured
+                    rec.name,
+                    list(rec.shares),
+                    dict(rec.planned),
+                    state,
+                    rec.last_flush_t_s,
+                    rec.rtt_measured,
+                    rec.reason,
                 )
             )
     if orphans:

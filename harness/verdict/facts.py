@@ -31,6 +31,7 @@ class LoadProcessFacts:
     state: str  # "finished" | "lost" (died / disconnected / never reported) | "interrupted" | "unknown"
     last_flush_t_s: float | None  # run time (s from t0) of the last samples it flushed / sent
     rtt_measured: bool = False  # a region-pinned worker on a real machine measures its network RTT
+    reason: str = ""  # why it was lost or interrupted, as the gathering process saw it
 
 
 @dataclass

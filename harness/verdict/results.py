@@ -256,6 +256,7 @@ def _judge(
         problems.append(span_problem)
     if samples and duration_s < v.min_duration_s:
         problems.append(f"run lasted {duration_s:g} s, under the minimum of {v.min_duration_s:g} s")
+    why = {f.name: f.reason for f in facts.load_processes}
     for p in procs:
         lost = sum(p.lost.values())
         if p.state == LOST:
@@ -263,7 +264,7 @@ def _judge(
             problems.append(
                 f"load process {p.name} was lost (last samples flushed at {flushed}): {lost} of its "
                 f"{sum(p.planned.values())} planned arrivals have no outcome; its {sum(p.recorded.values())} "
-                "recorded samples are kept"
+                "recorded samples are kept" + (f" ({why[p.name]})" if why.get(p.name) else "")
             )
     by_region: dict[str, list[Sample]] = {}
     for s in samples:
