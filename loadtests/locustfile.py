@@ -33,13 +33,14 @@ from locust import LoadTestShape, User, constant, events, task
 from locust.env import Environment
 from locust.runners import MasterRunner, WorkerRunner
 
-from harness.load.gather import RUNNING, Gatherer, ProcessRecord
+from harness.load.gather import RUNNING, VERDICT_FILES, Gatherer, ProcessRecord
 from harness.load.plan import Assignment, Plan, assign, plan_from_env
 
 LEAD_S = 3.0  # without a plan's start time, t=0 is this long after the test starts (assignments travel)
 DONE_WAIT_S = 10.0  # how long the end waits for every load process's last samples
 HELLO_WAIT_S = 5.0  # how long the start waits for every connected worker to say which region it serves
 WATCH_EVERY_S = 1.0  # how often the master checks that Locust still hears every worker (its heartbeat: 1 s)
+MISSING_GRACE_S = 8.0  # a worker Locust has marked missing (3 missed heartbeats) this long more is lost
 
 _state: dict[str, Any] = {}
 
@@ -139,7 +140,7 @@ def _on_hello(environment: Environment, msg: Any, **_: Any) -> None:
 def _begin_output(out: Path) -> None:
     """An old verdict must never look current: remove it and mark the folder as running."""
     out.mkdir(parents=True, exist_ok=True)
-    for name in ("results.json", "report.html"):
+    for name in VERDICT_FILES:
         (out / name).unlink(missing_ok=True)
     # A previous run's samples in the same folder would be judged with this one's.
     raw = out / "raw"
@@ -195,26 +196,37 @@ def _start_master(environment: Environment) -> None:
     for region in orphans:
         print(f"edgeharness: no load process generates region {region!r}", file=sys.stderr)
     names_by_node = {node_id: a.name for (node_id, _), a in zip(hellos, assignments, strict=True)}
+    if "watchdog" in _state:  # a new test in the web UI: the last one's watchdog is done
+        _state["watchdog"].kill()
     _state["watchdog"] = gevent.spawn(_watch_workers, runner, names_by_node)
 
 
 def _watch_workers(runner: MasterRunner, names_by_node: dict[str, str]) -> None:
-    """Lose a worker as soon as Locust stops hearing its heartbeats (killed, hung, disconnected), not at
-    the end of the run: the reason says when, and the end does not wait for it."""
+    """Lose a worker while the run goes on once Locust has not heard its heartbeats for MISSING_GRACE_S
+    (killed, hung, disconnected), not only at the end: the reason says since when, and the end does not
+    wait for it. A worker that answers again within the grace (a busy moment) is not lost."""
     from locust.runners import STATE_MISSING
 
     g = gatherer()
+    missing_since: dict[str, float] = {}
     while True:
         gevent.sleep(WATCH_EVERY_S)
         heard = {node.id for node in runner.clients.values() if node.state != STATE_MISSING}
+        now = time.time()
         for node_id, name in names_by_node.items():
             rec = g.ledger.processes.get(name)
-            if rec is None or rec.state != RUNNING or node_id in heard:
+            if rec is None or rec.state != RUNNING:
+                continue
+            if node_id in heard:
+                missing_since.pop(node_id, None)
+                continue
+            since = missing_since.setdefault(node_id, now)
+            if now - since < MISSING_GRACE_S:
                 continue
             last = "no samples" if rec.last_flush_t_s is None else f"samples up to t={rec.last_flush_t_s:.1f} s kept"
             reason = (
-                f"{name} stopped answering Locust's heartbeats at t={time.time() - t0():.1f} s "
-                f"(killed, hung or disconnected; {last})"
+                f"{name} stopped answering Locust's heartbeats (missing since t={since - t0():.1f} s, "
+                f"{now - since:.0f} s: killed, hung or disconnected; {last})"
             )
             g.lose(name, reason)
             print(f"edgeharness: {reason}", file=sys.stderr, flush=True)
@@ -242,6 +254,8 @@ def _conclude(environment: Environment, interrupted: str) -> None:
     deadline = time.monotonic() + DONE_WAIT_S
     while not g.all_done() and time.monotonic() < deadline:
         gevent.sleep(0.1)
+    if "watchdog" in _state:
+        _state["watchdog"].kill()
     for name, rec in g.ledger.processes.items():
         if rec.state == RUNNING:
             last = "no samples" if rec.last_flush_t_s is None else f"samples up to t={rec.last_flush_t_s:.1f} s kept"

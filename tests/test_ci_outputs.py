@@ -244,3 +244,21 @@ def test_a_baseline_that_cannot_be_read_or_a_bound_without_pricing_becomes_a_not
     assert "cost_per_million not judged: no --pricing file given" in notes
     assert more.comparison is None and len(more.sections) == 1 and "no results.json" in more.sections[0]
     assert results.verdict.status == "pass"  # neither changes the verdict
+
+
+def test_outputs_not_computed_this_time_are_not_left_from_an_earlier_judgement(tmp_path):
+    from rich.console import Console
+
+    from harness.report.extras import RunExtras, prepare, publish
+
+    samples = _samples("paris", 200, 5000, 4000)
+    results, slo = _results(samples, "validity:\n  min_duration_s: 5\n")
+    out = tmp_path / "out"
+    out.mkdir()
+    _pricing(tmp_path)  # writes tmp_path/pricing.yaml
+    priced = prepare(results, samples, slo, out, pricing=str(tmp_path / "pricing.yaml"))
+    publish(results, priced, out, Console(quiet=True))
+    assert (out / "cost.json").is_file()
+    (out / "compare.json").write_text("{}")  # as if an earlier judgement had compared it
+    publish(results, RunExtras(), out, Console(quiet=True))  # judged again, without --pricing or --baseline
+    assert not (out / "cost.json").exists() and not (out / "compare.json").exists()

@@ -210,5 +210,16 @@ def test_the_baseline_cannot_be_the_runs_own_output_folder(runs):
     a = runs["A"]
     before = (a / "results.json").read_text()
     r = edgeharness("run", "--backend", "testserver", "--baseline", str(a), "--out", str(a), timeout=60)
-    assert r.returncode == 2 and "own --out folder" in r.stderr
+    assert r.returncode == 2 and "the folder being judged" in r.stderr
     assert (a / "results.json").read_text() == before  # nothing of the baseline was touched
+
+
+def test_rejudge_prices_and_compares_as_the_run_did_unless_told_otherwise(runs):
+    # D was run with --pricing and --baseline A: rejudged without them, its cost bound still fails it.
+    r = edgeharness("rejudge", str(runs["D"]), "--slo", str(runs["dir"] / "slo.yaml"), "--quiet")
+    assert r.returncode == 1, r.stdout + r.stderr
+    results = json.loads((runs["D"] / "results.json").read_text())
+    assert any(c["metric"] == "cost_per_million" and c["status"] == "fail" for c in results["verdict"]["checks"])
+    assert any(n.startswith("rejudged with the run's own --pricing ") and "--baseline" in n
+               for n in results["verdict"]["notes"])  # fmt: skip
+    assert json.loads((runs["D"] / "compare.json").read_text())["verdict"] == "regressed"

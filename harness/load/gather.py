@@ -23,6 +23,8 @@ from typing import Any
 from harness.load.recorder import Sample
 
 LEDGER = "processes.json"
+# A run folder's verdict and what comes with it: removed when a run starts, so an old one never looks current.
+VERDICT_FILES = ("results.json", "report.html", "cost.json", "compare.json")
 RUNNING, FINISHED, LOST, INTERRUPTED = "running", "finished", "lost", "interrupted"
 
 

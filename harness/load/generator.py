@@ -339,8 +339,9 @@ class TimingLoop:
     def __init__(self, loops: list[ArrivalLoop], drain_s: float) -> None:
         self.loops, self.drain_s = loops, drain_s
         self.loop = gevent.get_hub().loop
-        self.released = gevent.event.Event()  # set once the last arrival was handed over
+        self.released = gevent.event.Event()  # set once the last arrival was handed over (or the clock failed)
         self.completed = False  # the whole schedule was released and drained
+        self.failure = ""  # why the clock stopped before the end of the schedule, if it did
         self._arrivals: Iterator[tuple[float, int]] = iter(())
         self._next: tuple[float, int] | None = None
         self._t0_perf = 0.0
@@ -354,18 +355,21 @@ class TimingLoop:
         self._next = next(self._arrivals, None)
         timer = MonotonicTimer.create()
         watcher = None
+        sleeper: gevent.Greenlet | None = None
         try:
             if timer is not None:
                 watcher = self.loop.io(timer.fd, 1)  # 1: readable
                 watcher.start(self._fire, timer)
                 self._fire(timer)
             else:  # not Linux: the hub's timers, to a millisecond
-                gevent.spawn(self._sleep_to_each)
+                sleeper = gevent.spawn(self._sleep_to_each)
             self.released.wait()
             sends.join(timeout=self.drain_s)
             sends.kill(block=True, timeout=2.0)
-            self.completed = True
+            self.completed = not self.failure
         finally:  # a killed run stops the clock too
+            if sleeper is not None:
+                sleeper.kill(block=True)
             if watcher is not None:
                 watcher.stop()
                 watcher.close()
@@ -385,14 +389,28 @@ class TimingLoop:
         return None
 
     def _fire(self, timer: MonotonicTimer) -> None:
-        timer.clear()
-        due = self._release_due(time.perf_counter())
-        if due is not None:
-            timer.arm(due)
+        # On the hub: an exception here would stop the watcher and, unsaid, the schedule with it.
+        try:
+            timer.clear()
+            due = self._release_due(time.perf_counter())
+            if due is not None:
+                timer.arm(due)
+        except Exception as exc:
+            self._fail(exc)
 
     def _sleep_to_each(self) -> None:
-        while (due := self._release_due(time.perf_counter())) is not None:
-            gevent.sleep(max(0.0, due - time.perf_counter()))
+        try:
+            while (due := self._release_due(time.perf_counter())) is not None:
+                gevent.sleep(max(0.0, due - time.perf_counter()))
+        except Exception as exc:
+            self._fail(exc)
+
+    def _fail(self, exc: Exception) -> None:
+        """The clock cannot go on: the rest of the schedule is not sent (its arrivals are counted lost) and
+        the process ends interrupted, saying why."""
+        self.failure = f"the load process's clock failed: {type(exc).__name__}: {exc}"[:300]
+        self._next = None
+        self.released.set()
 
 
 class _Timespec(ctypes.Structure):
@@ -414,7 +432,7 @@ class MonotonicTimer:
     @classmethod
     def create(cls) -> MonotonicTimer | None:
         """The timer, or None where there is no timerfd (not Linux) or perf_counter is another clock."""
-        if "CLOCK_MONOTONIC" not in time.get_clock_info("perf_counter").implementation:
+        if time.get_clock_info("perf_counter").implementation != "clock_gettime(CLOCK_MONOTONIC)":
             return None
         try:
             libc = ctypes.CDLL(None, use_errno=True)
@@ -541,6 +559,7 @@ class LoadProcess:
         if self.flusher is not None:
             self.flusher.kill(block=True)
         state = FINISHED if self.completed() else INTERRUPTED
+        reason = reason or self.timing.failure
         for g in self.greenlets:
             g.kill(block=True, timeout=2.0)
         self.sends.kill(block=True, timeout=2.0)

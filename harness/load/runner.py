@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from harness.load.gather import FINISHED, INTERRUPTED, LOST, RUNNING, Ledger
+from harness.load.gather import FINISHED, INTERRUPTED, LOST, RUNNING, VERDICT_FILES, Ledger
 from harness.load.plan import Plan, assign, build_plan
 from harness.load.processes import REPO_ROOT, Child, Supervisor, free_port, http_ok, python
 from harness.load.profiles import Profile, load_profile, scaled
@@ -444,7 +444,7 @@ class Run:
     def begin_output(self) -> None:
         """A fresh output folder: no old verdict that could look current, a RUNNING marker, empty raw/."""
         self.out.mkdir(parents=True, exist_ok=True)
-        for name in ("results.json", "report.html"):
+        for name in VERDICT_FILES:
             (self.out / name).unlink(missing_ok=True)
         (self.out / "RUNNING").write_text(f"started {time.time():.3f}\n", encoding="utf-8")
         raw = self.out / "raw"
@@ -658,6 +658,18 @@ def rejudge(
     if not plan_path.exists():
         raise ConfigError(plan_path, None, "no plan.json: not a run directory")
     plan = Plan.read(plan_path)
+    previous = Path(out) / "results.json"
+    before: dict[str, Any] = {}
+    if previous.exists():
+        try:
+            before = json.loads(previous.read_text(encoding="utf-8"))
+        except ValueError:
+            before = {}
+    # Priced and compared as the run was, unless told otherwise: a rejudge must not drop a cost bound the
+    # run judged (nor leave its old cost.json beside a verdict that no longer says it).
+    was = ((before.get("run") or {}).get("settings") or {}) if isinstance(before, dict) else {}
+    given = {"pricing": pricing, "baseline": baseline}
+    reused = {k: str(was[k]) for k in given if was.get(k) and not given[k]}
     settings = RunSettings(
         profile=plan.profile.get("name", "plan"),
         slo=slo,
@@ -665,12 +677,14 @@ def rejudge(
         quiet=quiet,
         targets=dict(plan.targets),
         workers=plan.instances_per_region,
-        pricing=pricing,
-        baseline=baseline,
+        pricing=pricing or reused.get("pricing"),
+        baseline=baseline or reused.get("baseline"),
         junit=junit,
         summary_md=summary_md,
     )
     r = Run(settings, profile=Profile.from_dict(plan.profile))
+    if reused:
+        r.notes.append("rejudged with the run's own " + " and ".join(f"--{k} {v}" for k, v in reused.items()))
     r.pops = {pop: Pop(pop, url) for pop, url in plan.targets.items()}
     r.t0 = plan.start_at
     # Without a ledger (a run from before it existed, or a folder copied without raw/processes.json) the
@@ -682,14 +696,9 @@ def rejudge(
             "no ledger (raw/processes.json): planned arrivals recomputed from plan.json for "
             f"{', '.join(n for n, _ in r.expected_processes())}; how each load process ended is unknown"
         )
-    previous = Path(out) / "results.json"
     cold: list[dict[str, Any]] = []
-    if previous.exists():
+    if before:
         # Keep what only the live run knew: PoP outages, process-level cold starts, an interruption.
-        try:
-            before = json.loads(previous.read_text(encoding="utf-8"))
-        except ValueError:
-            before = {}
         for pop, p in r.pops.items():
             p.events = before.get("pops", {}).get(pop, {}).get("events", [])
             p.ready_s = before.get("pops", {}).get(pop, {}).get("ready_s")

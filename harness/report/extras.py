@@ -87,10 +87,12 @@ def publish(
     """Write OUT/cost.json and OUT/compare.json (when made), the JUnit XML and the Markdown summary (when
     asked), and print the cost and comparison tables."""
     out = Path(out)
-    if extras.cost:
-        _write(out / "cost.json", json.dumps(extras.cost.to_json(), indent=2))
-    if extras.comparison:
-        _write(out / "compare.json", json.dumps(extras.comparison.to_json(), indent=2))
+    # What was not computed this time is not left from an earlier judgement of the same folder (rejudge).
+    for name, made in (("cost.json", extras.cost), ("compare.json", extras.comparison)):
+        if made is not None:
+            _write(out / name, json.dumps(made.to_json(), indent=2))
+        else:
+            (out / name).unlink(missing_ok=True)
     if junit:
         from harness.report.junit import write_junit
 
@@ -190,5 +192,6 @@ def check_arguments(args: Any) -> None:
     if baseline and not (Path(baseline) / "results.json").is_file():
         raise ConfigError(baseline, None, "--baseline: no results.json there (not a finished run directory)")
     if baseline and getattr(args, "out", None) and Path(baseline).resolve() == Path(args.out).resolve():
-        # The run clears its output folder first: the baseline would be gone before it is compared.
-        raise ConfigError(baseline, None, "--baseline is the run's own --out folder; give the new run another one")
+        # A run clears its output folder first (the baseline would be gone before it is compared), and a
+        # rejudged folder compared with itself says nothing.
+        raise ConfigError(baseline, None, "--baseline is the folder being judged; give another run's folder")

@@ -266,6 +266,9 @@ def _judge(
                 f"{sum(p.planned.values())} planned arrivals have no outcome; its {sum(p.recorded.values())} "
                 "recorded samples are kept" + (f" ({why[p.name]})" if why.get(p.name) else "")
             )
+        elif lost and why.get(p.name):
+            # A process that ended early and said why (its clock failed, it was stopped): the why, once.
+            problems.append(f"load process {p.name} ended {p.state} with {lost} arrivals unsent: {why[p.name]}")
     by_region: dict[str, list[Sample]] = {}
     for s in samples:
         by_region.setdefault(s.region, []).append(s)

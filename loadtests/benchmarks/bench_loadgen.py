@@ -121,8 +121,8 @@ def cost_and_capacity(out: Path, quick: bool, baseline: str | None) -> dict:
         steps = []
         sustained: dict[str, int | None] = {name: None for name in sides}
         going = list(sides)  # the generators still sustaining; each side's steps interleaved with the others'
-        for rate in (250, 500, 1000, 2000, 4000) if not quick else (500, 1000, 2000):
-            for name in list(going):
+        for step, rate in enumerate((250, 500, 1000, 2000, 4000) if not quick else (500, 1000, 2000)):
+            for name in list(going) if step % 2 == 0 else list(reversed(going)):  # no side always first
                 fig, cpu = locust_run(url, rate, d, out / f"rate-{rate}-{name}", max_outstanding=512,
                                       locustfile=sides[name])  # fmt: skip
                 c = fig.counts
