@@ -37,6 +37,18 @@ def sleeper() -> subprocess.Popen[bytes]:
     return subprocess.Popen(["sleep", "60"], start_new_session=True)
 
 
+def identity_once_exec_done(pid: int) -> tuple[int, list[str]]:
+    """The process's identity once /proc shows its own command line: Popen returns as execve closes the
+    child's close-on-exec pipe, which can be before the new command line is in place (read back empty)."""
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        identity = process_identity(pid)
+        if identity is not None and identity[1][:1] == ["sleep"]:
+            return identity
+        time.sleep(0.01)
+    raise AssertionError(f"pid {pid} never showed `sleep` as its command line: {process_identity(pid)}")
+
+
 def write_state(run_dir: Path, pid: int, ticks: int, cmdline: list[str]) -> None:
     service = {"name": "handler-x", "kind": "handler", "region": "x", "url": "", "health_url": "http://127.0.0.1:1/",
                "log": "", "pid": pid, "ports": {}, "started_ticks": ticks, "cmdline": cmdline}  # fmt: skip
@@ -46,7 +58,7 @@ def write_state(run_dir: Path, pid: int, ticks: int, cmdline: list[str]) -> None
 def test_down_signals_only_the_process_up_started(tmp_path: Path) -> None:
     stranger = sleeper()  # holds a pid stack.json names, but is not what `up` started
     try:
-        ticks, cmdline = process_identity(stranger.pid) or (0, [])
+        ticks, cmdline = identity_once_exec_done(stranger.pid)
         write_state(tmp_path, stranger.pid, ticks + 1, cmdline)  # started at another moment: a reused pid
         assert down(tmp_path, timeout_s=2) == []
         write_state(tmp_path, stranger.pid, ticks, ["python", "-m", "harness", "serve"])  # another command
