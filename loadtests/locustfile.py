@@ -223,13 +223,17 @@ def _watch_workers(runner: MasterRunner, names_by_node: dict[str, str]) -> None:
             since = missing_since.setdefault(node_id, now)
             if now - since < MISSING_GRACE_S:
                 continue
-            last = "no samples" if rec.last_flush_t_s is None else f"samples up to t={rec.last_flush_t_s:.1f} s kept"
             reason = (
                 f"{name} stopped answering Locust's heartbeats (missing since t={since - t0():.1f} s, "
-                f"{now - since:.0f} s: killed, hung or disconnected; {last})"
+                f"{now - since:.0f} s: killed, hung or disconnected; {kept(rec)})"
             )
             g.lose(name, reason)
             print(f"edgeharness: {reason}", file=sys.stderr, flush=True)
+
+
+def kept(rec: ProcessRecord) -> str:
+    """What of a lost load process's samples the run keeps."""
+    return "no samples" if rec.last_flush_t_s is None else f"samples up to t={rec.last_flush_t_s:.1f} s kept"
 
 
 def conclude(environment: Environment | None, interrupted: str, wait: bool = True) -> None:
@@ -258,8 +262,7 @@ def _conclude(environment: Environment, interrupted: str) -> None:
         _state["watchdog"].kill()
     for name, rec in g.ledger.processes.items():
         if rec.state == RUNNING:
-            last = "no samples" if rec.last_flush_t_s is None else f"samples up to t={rec.last_flush_t_s:.1f} s kept"
-            g.lose(name, f"{name} stopped reporting (died or disconnected; {last})")
+            g.lose(name, f"{name} stopped reporting (died or disconnected; {kept(rec)})")
     if plan().judge:
         from harness.load.runner import judge_gathered
 

@@ -4,6 +4,7 @@ exporter queueing spans natively."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
@@ -11,6 +12,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -166,23 +168,23 @@ def test_the_traces_pipeline_without_tempo_matches_the_config_file() -> None:
     assert [e for e in exporters if e != "otlp_grpc/tempo"] == list(components.TRACE_EXPORTERS_WITHOUT_TEMPO)
 
 
-def test_an_interrupted_up_leaves_nothing_running(tmp_path: Path, models_dir: Path) -> None:  # noqa: F811
+@contextlib.contextmanager
+def up_interrupted_once(
+    tmp_path: Path, models: Path, recorded_at_least: int
+) -> Iterator[tuple[subprocess.Popen[bytes], list[dict[str, object]]]]:
+    """`edgeharness up` sent SIGTERM once `recorded_at_least` of its processes are recorded, mid-way through
+    its start: yields it and the processes it had recorded; whatever is left running is killed after."""
     require_otelcol()
     require_prometheus()
     run_dir = tmp_path / "stack"
-    up = start_up(run_dir, models_dir)
+    up = start_up(run_dir, models)
     seen: list[dict[str, object]] = []
     try:
-        # Each process is recorded as it starts: interrupt once two are, mid-way through the start.
-        wait_for(lambda: up.poll() is None and len(recorded(run_dir)) >= 2, 60, "two processes recorded", 0.05)
-        seen = recorded(run_dir)
+        wait_for(lambda: up.poll() is None and len(recorded(run_dir)) >= recorded_at_least, 60,
+                 f"{recorded_at_least} processes recorded", 0.05)  # fmt: skip
+        seen.extend(recorded(run_dir))
         up.send_signal(signal.SIGTERM)
-        output, _ = up.communicate(timeout=60)
-        assert up.returncode != 0
-        assert b"interrupted" in output, output
-        for svc in seen:
-            assert wait_for(lambda s=svc: not still_running(s), 10, f"{svc['name']} to stop")
-        assert not (run_dir / STATE_FILE).exists()
+        yield up, seen
     finally:
         if up.poll() is None:
             up.kill()
@@ -190,6 +192,16 @@ def test_an_interrupted_up_leaves_nothing_running(tmp_path: Path, models_dir: Pa
         for svc in seen:
             if still_running(svc):
                 os.killpg(int(svc["pid"]), signal.SIGKILL)  # type: ignore[arg-type]
+
+
+def test_an_interrupted_up_leaves_nothing_running(tmp_path: Path, models_dir: Path) -> None:  # noqa: F811
+    with up_interrupted_once(tmp_path, models_dir, 2) as (up, seen):
+        output, _ = up.communicate(timeout=60)
+        assert up.returncode != 0
+        assert b"interrupted" in output, output
+        for svc in seen:
+            assert wait_for(lambda s=svc: not still_running(s), 10, f"{svc['name']} to stop")
+        assert not (tmp_path / "stack" / STATE_FILE).exists()
 
 
 @pytest.fixture(autouse=True)
@@ -202,15 +214,7 @@ def test_a_second_interrupt_does_not_cut_the_clean_up_of_an_interrupted_up_short
     tmp_path: Path,
     models_dir: Path,  # noqa: F811
 ) -> None:
-    require_otelcol()
-    require_prometheus()
-    run_dir = tmp_path / "stack"
-    up = start_up(run_dir, models_dir)
-    seen: list[dict[str, object]] = []
-    try:
-        wait_for(lambda: up.poll() is None and len(recorded(run_dir)) >= 3, 60, "three processes recorded", 0.05)
-        seen = recorded(run_dir)
-        up.send_signal(signal.SIGTERM)
+    with up_interrupted_once(tmp_path, models_dir, 3) as (up, seen):
         # An impatient user: Ctrl-C again and again while `up` stops what it started.
         for _ in range(40):
             if up.poll() is not None:
@@ -221,13 +225,6 @@ def test_a_second_interrupt_does_not_cut_the_clean_up_of_an_interrupted_up_short
         assert up.returncode != 0
         for svc in seen:
             assert wait_for(lambda s=svc: not still_running(s), 10, f"{svc['name']} to stop ({output[-2000:]!r})")
-    finally:
-        if up.poll() is None:
-            up.kill()
-            up.wait()
-        for svc in seen:
-            if still_running(svc):
-                os.killpg(int(svc["pid"]), signal.SIGKILL)  # type: ignore[arg-type]
 
 
 def test_down_of_a_legacy_stack_json_checks_the_command_line_only(tmp_path: Path, caplog) -> None:

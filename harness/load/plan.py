@@ -41,7 +41,7 @@ class Plan:
     start_at: float | None = None  # wall-clock epoch of t=0; None: each process starts at its test start
     instances_per_region: int = 1  # informational: the workers `edgeharness run` started (0: none)
     seed: int = 1
-    spin_ms: float = 1.0  # unused since the generator got its clock thread; kept so older plans still read
+    spin_ms: float = 1.0  # unused since the generator stopped spinning before sends; kept so older plans read
     corpus: dict[str, Any] = field(default_factory=dict)
     # Where load processes send client-side metrics: `region=url,...` (each client region to its own
     # collector) or one OTLP/HTTP URL for all; empty: none.

@@ -182,7 +182,7 @@ def steady(
     `server`, each answer's own timings (ms) are appended to it, with "client" added; with `lateness`, how
     late each request was sent (ms). With `raw`, the raw stages run once half-way between requests and
     their (decode, run) times are appended: measured at the same moments as the handler, so this VM's
-    drifts in speed (10-25 % within minutes) touch both alike."""
+    drifts in speed (within minutes) touch both alike."""
     conn = Client(port)
     for body in bodies[:3]:
         conn.post(body)  # warm the connection and the process
@@ -390,7 +390,7 @@ def main() -> int:
         handler.wait_ready()
 
     # Steady 20 req/s in alternating blocks, telemetry on and off, with the raw stages run half-way
-    # between the requests. This machine's speed drifts by 10-25 % within minutes (its host's load), so
+    # between the requests. This machine's speed drifts within minutes (its host's load), so
     # each comparison is made between measurements taken at the same moments, not minutes apart. Its
     # fast and slow spells last seconds to minutes: blocks of 2.5 s (1.7 s with --quick) let both sides
     # see the same mix of them.

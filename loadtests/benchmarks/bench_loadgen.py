@@ -3,7 +3,7 @@ request and send lateness beside a plain Locust FastHttpUser, and the highest ar
 process sustains on loopback.
 
     flock /tmp/edgeharness-bench.lock .venv/bin/python loadtests/benchmarks/bench_loadgen.py \\
-        [--quick] [--only cost] [--baseline REV] [--out runs/bench-loadgen]
+        [--quick] [--only calibration|cost|floor] [--baseline REV] [--out runs/bench-loadgen]
 
 Calibration truth: the test server holds each request for a delay drawn from lognormal(median, sigma)
 and returns the drawn value, so the truth of these very requests is known exactly; the client also pays
@@ -66,6 +66,39 @@ def plain_locust_run(url: str, rate: float, duration_s: float, out: Path) -> tup
     return int(total["Request Count"]), (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
 
 
+def bare_client_floor(url: str, n: int = 3000) -> dict:
+    """The floor under any geventhttpclient-based generator: one keep-alive client posting the same image
+    back to back in this process, no scheduling, no recording, no Locust (CPU ms per request, user and
+    system)."""
+    import resource
+
+    from geventhttpclient import HTTPClient
+    from geventhttpclient.url import URL
+
+    from harness.images import photo_corpus
+
+    body = photo_corpus(sizes=((64, 48),), formats=("jpeg",))[0][2]
+    client = HTTPClient.from_url(URL(url), concurrency=1)
+    headers = {"Content-Type": "image/jpeg"}
+
+    def post() -> None:
+        resp = client.post("/v1/classify?top_k=5", body=body, headers=headers)
+        resp.read()
+
+    for _ in range(200):  # connection and caches warm
+        post()
+    before = resource.getrusage(resource.RUSAGE_SELF)
+    for _ in range(n):
+        post()
+    after = resource.getrusage(resource.RUSAGE_SELF)
+    client.close()
+    return {
+        "user_ms_per_request": round((after.ru_utime - before.ru_utime) / n * 1000, 4),
+        "system_ms_per_request": round((after.ru_stime - before.ru_stime) / n * 1000, 4),
+        "requests": n,
+    }
+
+
 def pin_apart(server_pid: int) -> bool:
     """The server on the last CPU, this process (and so every load process it starts) on the others;
     False (nothing pinned) on a single CPU or where affinity cannot be set."""
@@ -88,6 +121,8 @@ def cost_and_capacity(out: Path, quick: bool, baseline: str | None) -> dict:
     process sustains with <= 1 % of sends late, none dropped and no errors."""
     url, srv = start_server_process("constant:0")
     pinned = pin_apart(srv.pid)
+    floor = bare_client_floor(url)
+    print(json.dumps({"bare-client-floor": floor}), flush=True)
     sides: dict[str, Path | None] = {"generator": None}
     if baseline:
         sides = {"baseline": baseline_tree(baseline, out / "baseline-tree"), **sides}
@@ -163,6 +198,7 @@ def cost_and_capacity(out: Path, quick: bool, baseline: str | None) -> dict:
         "send_delay_p99_ms_at_500": {name: median(name, "send_delay_p99_ms_at_500") for name in runs},
         "targets": "generator <= 0.25 ms CPU per request at 500 req/s, send lateness p99 <= 0.5 ms",
         "max_sustained_rps": sustained,
+        "bare_client_floor": floor,
         "pinned": pinned,
         "runs": runs,
         "steps": steps,
@@ -179,7 +215,7 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--quick", action="store_true")
     p.add_argument("--out", type=Path, default=Path("runs/bench-loadgen"))
-    p.add_argument("--only", choices=("calibration", "cost"), default=None)
+    p.add_argument("--only", choices=("calibration", "cost", "floor"), default=None)
     p.add_argument(
         "--baseline",
         default=None,
@@ -191,6 +227,14 @@ def main() -> int:
     if a.only in (None, "calibration"):
         report["calibration"] = calibrate(a.out, a.quick)
         print(json.dumps(report["calibration"], indent=2), flush=True)
+    if a.only == "floor":  # the bare client alone, server pinned apart as in `cost` (seconds)
+        url, srv = start_server_process("constant:0")
+        try:
+            report["bare_client_floor"] = {"pinned": pin_apart(srv.pid), **bare_client_floor(url)}
+        finally:
+            srv.terminate()
+            srv.wait()
+        print(json.dumps(report["bare_client_floor"], indent=2), flush=True)
     if a.only in (None, "cost"):
         report["generator"] = cost_and_capacity(a.out, a.quick, a.baseline)
         print(json.dumps(report["generator"], indent=2), flush=True)
