@@ -165,6 +165,8 @@ class ArrivalLoop:
         self.clients: dict[str, HTTPClient] = {}
         self.counter = recorder.counter(region)
         self.late_s = self.profile.late_threshold_ms / 1000.0
+        self.max_outstanding = self.profile.max_outstanding
+        self.process = recorder.process
 
     def client(self, pop: str, url: str) -> HTTPClient:
         """A pooled keep-alive client for `pop`, as wide as the outstanding limit."""
@@ -188,34 +190,32 @@ class ArrivalLoop:
         """Arrival `t` (s from t=0) is due at `due` (perf_counter): send it now, or drop it when the
         outstanding limit is reached. Called on the hub by the process's TimingLoop."""
         self.counter.scheduled += 1
-        if self.counter.outstanding >= self.profile.max_outstanding:
+        if self.counter.outstanding >= self.max_outstanding:
             self.counter.dropped += 1
             if self.recorder.telemetry is not None:
                 self.recorder.telemetry.arrival(self.region, "dropped")
-            self.recorder.rows.append(self.sample("", t, 0, 0, DROPPED, error="dropped: outstanding limit"))
+            self.recorder.rows.append(
+                Sample(
+                    region=self.region,
+                    pop="",
+                    t_s=round(t, 6),
+                    send_delay_us=0,
+                    latency_us=0,
+                    status=DROPPED,
+                    cold=-1,
+                    server_total_us=0,
+                    inference_us=0,
+                    rtt_ms=0.0,
+                    rtt_source="",
+                    rtt_injected=0,
+                    e2e_us=0,
+                    error="dropped: outstanding limit",
+                    process=self.process,
+                )
+            )
             return
         self.counter.outstanding += 1
         self.sends.spawn(self.send, t, due)
-
-    def sample(self, pop: str, t: float, send_delay_us: int, latency_us: int, status: int, **kw: Any) -> Sample:
-        """One arrival's outcome, as recorded."""
-        return Sample(
-            region=self.region,
-            pop=pop,
-            t_s=round(t, 6),
-            send_delay_us=send_delay_us,
-            latency_us=latency_us,
-            status=status,
-            cold=kw.get("cold", -1),
-            server_total_us=kw.get("server_total_us", 0),
-            inference_us=kw.get("inference_us", 0),
-            rtt_ms=kw.get("rtt_ms", 0.0),
-            rtt_source=kw.get("rtt_source", ""),
-            rtt_injected=kw.get("rtt_injected", 0),
-            e2e_us=kw.get("e2e_us", 0),
-            error=kw.get("error", ""),
-            process=self.recorder.process,
-        )
 
     def send(self, t: float, due: float) -> None:
         """One request: prepare it, send it at `due`, record the outcome measured from `due`."""
@@ -283,12 +283,13 @@ class ArrivalLoop:
         else:
             self.counter.errors += 1
         self.recorder.rows.append(
-            self.sample(
-                pop,
-                t,
-                round(send_delay * 1e6),
-                round(latency * 1e6),
-                status,
+            Sample(
+                region=self.region,
+                pop=pop,
+                t_s=round(t, 6),
+                send_delay_us=round(send_delay * 1e6),
+                latency_us=round(latency * 1e6),
+                status=status,
                 cold=cold,
                 server_total_us=round(server_total * 1000),
                 inference_us=round(inference * 1000),
@@ -297,6 +298,7 @@ class ArrivalLoop:
                 rtt_injected=int(injected),
                 e2e_us=round(e2e * 1e6),
                 error=error,
+                process=self.process,
             )
         )
         if self.recorder.telemetry is not None:
@@ -428,6 +430,8 @@ class MonotonicTimer:
 
     def __init__(self, fd: int, settime: Any) -> None:
         self.fd, self._settime = fd, settime
+        self._spec = _Itimerspec()  # reused: one per arm is measurable at thousands per second
+        self._spec_ref = ctypes.byref(self._spec)
 
     @classmethod
     def create(cls) -> MonotonicTimer | None:
@@ -447,8 +451,9 @@ class MonotonicTimer:
         """Fire at perf_counter time `at` (at once if it has passed)."""
         sec = int(at)
         nsec = max(1, min(999_999_999, round((at - sec) * 1e9)))  # an all-zero value would disarm it
-        spec = _Itimerspec(_Timespec(0, 0), _Timespec(sec, nsec))
-        if self._settime(self.fd, self.TFD_TIMER_ABSTIME, ctypes.byref(spec), None) != 0:
+        value = self._spec.it_value
+        value.tv_sec, value.tv_nsec = sec, nsec
+        if self._settime(self.fd, self.TFD_TIMER_ABSTIME, self._spec_ref, None) != 0:
             err = ctypes.get_errno()
             raise OSError(err, f"timerfd_settime: {os.strerror(err)}")
 
