@@ -432,7 +432,7 @@ class MonotonicTimer:
 
     def __init__(self, fd: int, settime: Any) -> None:
         self.fd, self._settime = fd, settime
-        self._spec = _Itimerspec()  # reused: one per arm is measurable at thousands per second
+        self._spec = _Itimerspec()  # one per timer, reused by every arm (not built per arrival)
         self._spec_ref = ctypes.byref(self._spec)
 
     @classmethod
