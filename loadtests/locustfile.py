@@ -33,7 +33,7 @@ from locust import LoadTestShape, User, constant, events, task
 from locust.env import Environment
 from locust.runners import MasterRunner, WorkerRunner
 
-from harness.load.gather import RUNNING, VERDICT_FILES, Gatherer, ProcessRecord
+from harness.load.gather import RUNNING, Gatherer, ProcessRecord, begin_output
 from harness.load.plan import Assignment, Plan, assign, plan_from_env
 
 LEAD_S = 3.0  # without a plan's start time, t=0 is this long after the test starts (assignments travel)
@@ -135,18 +135,6 @@ def _on_done(environment: Environment, msg: Any, **_: Any) -> None:
 
 def _on_hello(environment: Environment, msg: Any, **_: Any) -> None:
     _state.setdefault("hellos", {})[msg.node_id] = msg.data
-
-
-def _begin_output(out: Path) -> None:
-    """An old verdict must never look current: remove it and mark the folder as running."""
-    out.mkdir(parents=True, exist_ok=True)
-    for name in VERDICT_FILES:
-        (out / name).unlink(missing_ok=True)
-    # A previous run's samples in the same folder would be judged with this one's.
-    raw = out / "raw"
-    for old in [*raw.glob("samples-*.csv"), raw / "processes.json"] if raw.exists() else []:
-        old.unlink(missing_ok=True)
-    (out / "RUNNING").write_text(f"started {time.time():.3f} pid {os.getpid()}\n", encoding="utf-8")
 
 
 def _expect(a: Assignment, host: str, measured: bool) -> None:
@@ -370,7 +358,7 @@ def _on_test_start(environment: Environment, **_: Any) -> None:
         return
     out = Path(plan().out_dir)
     if plan().judge:
-        _begin_output(out)
+        begin_output(out)
     if not (out / "plan.json").exists():
         # Built from EDGE_* variables (compose): keep it beside the samples for `edgeharness rejudge`.
         plan().save(out / "plan.json")

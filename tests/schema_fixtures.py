@@ -3,25 +3,10 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
+from harness.verdict.commands import OUTPUTS, schema_of
 
-def output_schema(name: str) -> dict[str, Any]:
-    """The JSON Schema of an output file of the harness, by its file name."""
-    if name == "cost.json":
-        from harness.cost.estimate import cost_schema
-
-        return cost_schema()
-    if name == "compare.json":
-        from harness.compare.diff import compare_schema
-
-        return compare_schema()
-    from harness.verdict.model import results_schema
-
-    return results_schema()
-
-
-OUTPUT_SCHEMAS = ("results.json", "cost.json", "compare.json")
+OUTPUT_SCHEMAS = tuple(f"{what}.json" for what in OUTPUTS)
 
 
 def assert_follows_schema(path: Path, name: str | None = None) -> None:
@@ -30,6 +15,6 @@ def assert_follows_schema(path: Path, name: str | None = None) -> None:
 
     import jsonschema
 
-    validator = jsonschema.Draft202012Validator(output_schema(name or path.name))
+    validator = jsonschema.Draft202012Validator(schema_of((name or path.name).removesuffix(".json")))
     errors = sorted(validator.iter_errors(json.loads(path.read_text(encoding="utf-8"))), key=str)
     assert not errors, f"{path} does not follow its schema: {errors[0].message} at {list(errors[0].path)}"

@@ -5,7 +5,18 @@ from __future__ import annotations
 
 import json
 
-from harness.load.gather import FINISHED, LOST, RUNNING, Gatherer, Ledger, ProcessRecord, encode_samples
+from harness.load.gather import (
+    FINISHED,
+    LOST,
+    RUNNING,
+    RUNNING_MARKER,
+    VERDICT_FILES,
+    Gatherer,
+    Ledger,
+    ProcessRecord,
+    begin_output,
+    encode_samples,
+)
 from harness.load.plan import Assignment, Share, assign, build_plan
 from harness.load.profiles import Profile
 from harness.load.recorder import Sample, read_samples
@@ -106,3 +117,17 @@ def test_a_process_never_heard_from_again_is_lost_or_interrupted(tmp_path):
     write_atomic(tmp_path / "raw" / "processes.json", b"{}")
     (none,) = load_process_facts(tmp_path, p, [("local", None)], None)
     assert none.state == "lost" and none.planned == lost.planned and none.last_flush_t_s is None
+
+
+def test_a_run_begins_with_no_earlier_verdict_or_samples_in_its_folder(tmp_path):
+    out = tmp_path / "out"
+    (out / "raw").mkdir(parents=True)
+    for name in VERDICT_FILES:
+        (out / name).write_text("{}")  # an earlier run's PASS, its cost and its comparison
+    (out / "raw" / "samples-local-00000.csv").write_text("region\nparis\n")
+    (out / "raw" / "processes.json").write_text("{}")
+    (out / "notes.txt").write_text("the user's own")
+    begin_output(out)
+    assert sorted(p.name for p in out.iterdir()) == sorted([RUNNING_MARKER, "raw", "notes.txt"])
+    assert list((out / "raw").iterdir()) == []
+    assert (out / RUNNING_MARKER).read_text().startswith("started ")

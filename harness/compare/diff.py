@@ -112,9 +112,7 @@ def compare_schema() -> dict[str, Any]:
     """The JSON Schema of compare.json (`edgeharness schema compare`, and `compare --json`)."""
     from harness.verdict.typed import json_schema
 
-    schema = json_schema(Comparison, "urn:edgeharness:compare:1", "edgeharness comparison")
-    schema["$defs"]["Comparison"]["properties"]["schema"] = {"const": Comparison.schema}
-    return schema
+    return json_schema(Comparison, "urn:edgeharness:compare:1", "edgeharness comparison", Comparison.schema)
 
 
 @dataclass

@@ -85,9 +85,7 @@ def cost_schema() -> dict[str, Any]:
     """The JSON Schema of cost.json (`edgeharness schema cost`)."""
     from harness.verdict.typed import json_schema
 
-    schema = json_schema(CostReport, "urn:edgeharness:cost:1", "edgeharness cost")
-    schema["$defs"]["CostReport"]["properties"]["schema"] = {"const": CostReport.schema}
-    return schema
+    return json_schema(CostReport, "urn:edgeharness:cost:1", "edgeharness cost", CostReport.schema)
 
 
 BASIS = (

@@ -13,6 +13,7 @@ import csv
 import io
 import json
 import os
+import shutil
 import time
 import zlib
 from collections.abc import Callable
@@ -25,12 +26,26 @@ from harness.load.recorder import Sample
 LEDGER = "processes.json"
 # A run folder's verdict and what comes with it: removed when a run starts, so an old one never looks current.
 VERDICT_FILES = ("results.json", "report.html", "cost.json", "compare.json")
+RUNNING_MARKER = "RUNNING"  # present while a run writes its folder; the verdict's writing removes it
 RUNNING, FINISHED, LOST, INTERRUPTED = "running", "finished", "lost", "interrupted"
 
 
 def sample_header() -> list[str]:
     """The CSV header: Sample's field names, in its order."""
     return [f.name for f in fields(Sample)]
+
+
+def begin_output(out: Path) -> None:
+    """A fresh output folder: no old verdict that could look current, an empty raw/ (an earlier run's
+    samples would be judged with this one's), and a RUNNING marker."""
+    out.mkdir(parents=True, exist_ok=True)
+    for name in VERDICT_FILES:
+        (out / name).unlink(missing_ok=True)
+    raw = out / "raw"
+    if raw.exists():
+        shutil.rmtree(raw)
+    raw.mkdir()
+    (out / RUNNING_MARKER).write_text(f"started {time.time():.3f} pid {os.getpid()}\n", encoding="utf-8")
 
 
 def encode_samples(samples: list[Sample]) -> bytes:

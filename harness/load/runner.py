@@ -7,7 +7,6 @@ workers) -> raw/samples-*.csv -> recorder (HDR) -> verdict (SLO file) -> results
 from __future__ import annotations
 
 import json
-import shutil
 import signal
 import sys
 import time
@@ -15,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from harness.load.gather import FINISHED, INTERRUPTED, LOST, RUNNING, VERDICT_FILES, Ledger
+from harness.load.gather import FINISHED, INTERRUPTED, LOST, RUNNING, RUNNING_MARKER, Ledger, begin_output
 from harness.load.plan import Plan, assign, build_plan
 from harness.load.processes import REPO_ROOT, Child, Supervisor, free_port, http_ok, python
 from harness.load.profiles import Profile, load_profile, scaled
@@ -437,20 +436,13 @@ class Run:
                         c.kill()
             except Exception:
                 # No verdict (a PoP that would not start, a bad target): the folder must not say "running".
-                (self.out / "RUNNING").unlink(missing_ok=True)
+                (self.out / RUNNING_MARKER).unlink(missing_ok=True)
                 raise
         return self.finish(started, process_cold, server)
 
     def begin_output(self) -> None:
         """A fresh output folder: no old verdict that could look current, a RUNNING marker, empty raw/."""
-        self.out.mkdir(parents=True, exist_ok=True)
-        for name in VERDICT_FILES:
-            (self.out / name).unlink(missing_ok=True)
-        (self.out / "RUNNING").write_text(f"started {time.time():.3f}\n", encoding="utf-8")
-        raw = self.out / "raw"
-        if raw.exists():
-            shutil.rmtree(raw)
-        raw.mkdir(parents=True, exist_ok=True)
+        begin_output(self.out)
         (self.out / "logs").mkdir(exist_ok=True)
 
     def attach_stack(self, sup: Supervisor) -> None:

@@ -163,15 +163,15 @@ def add_arguments(run: Any) -> None:
     run.add_argument("--summary-md", default=None, metavar="FILE", help="write a short Markdown summary")
 
 
-EXTRAS = ("pricing", "baseline", "junit", "summary_md")
-# A plain `locust -f loadtests/locustfile.py` run takes them from its environment.
+# RunSettings' fields for --pricing/--baseline/--junit/--summary-md, and the environment variables a plain
+# `locust -f loadtests/locustfile.py` run takes them from.
 EXTRAS_ENV = {"pricing": "EDGE_PRICING", "baseline": "EDGE_BASELINE", "junit": "EDGE_JUNIT",
               "summary_md": "EDGE_SUMMARY_MD"}  # fmt: skip
 
 
 def extras_from_arguments(args: Any) -> dict[str, str | None]:
     """`--pricing/--baseline/--junit/--summary-md` as RunSettings' fields (None where a command has none)."""
-    return {name: getattr(args, name, None) for name in EXTRAS}
+    return {name: getattr(args, name, None) for name in EXTRAS_ENV}
 
 
 def extras_from_environment(env: Mapping[str, str]) -> dict[str, str | None]:

@@ -1,4 +1,4 @@
-"""`edgeharness schema results`: print the JSON Schema that every results.json validates against."""
+"""`edgeharness schema results|cost|compare|slo`: print the JSON Schema an output file or SLO file follows."""
 
 from __future__ import annotations
 
@@ -16,29 +16,37 @@ def register(subparsers: Any) -> None:
     )
     p.add_argument(
         "what",
-        choices=["results", "cost", "compare", "slo"],
+        choices=[*OUTPUTS, "slo"],
         help="results: results.json; cost: cost.json; compare: compare.json (and `compare --json`); "
         "slo: an SLO file's structure",
     )
     p.set_defaults(func=_schema)
 
 
-def _schema(args: argparse.Namespace) -> int:
-    if args.what == "results":
+OUTPUTS = ("results", "cost", "compare")  # the output files (NAME.json) that carry a schema
+
+
+def schema_of(what: str) -> dict[str, Any]:
+    """The JSON Schema of an output (one of OUTPUTS) or of an SLO file ("slo")."""
+    if what == "results":
         from harness.verdict.model import results_schema
 
-        schema = results_schema()
-    elif args.what == "cost":
+        return results_schema()
+    if what == "cost":
         from harness.cost.estimate import cost_schema
 
-        schema = cost_schema()
-    elif args.what == "compare":
+        return cost_schema()
+    if what == "compare":
         from harness.compare.diff import compare_schema
 
-        schema = compare_schema()
-    else:
+        return compare_schema()
+    if what == "slo":
         from harness.verdict.slo import SLO_SCHEMA
 
-        schema = SLO_SCHEMA
-    print(json.dumps(schema, indent=2))
+        return SLO_SCHEMA
+    raise ValueError(f"no schema for {what!r}")
+
+
+def _schema(args: argparse.Namespace) -> int:
+    print(json.dumps(schema_of(args.what), indent=2))
     return 0

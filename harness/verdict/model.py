@@ -340,6 +340,4 @@ def read_results(path: str | Path) -> Results:
 
 def results_schema() -> dict[str, Any]:
     """The JSON Schema of results.json."""
-    schema = json_schema(Results, "urn:edgeharness:results:2", "edgeharness results")
-    schema["$defs"]["Results"]["properties"]["schema"] = {"const": SCHEMA}
-    return schema
+    return json_schema(Results, "urn:edgeharness:results:2", "edgeharness results", SCHEMA)

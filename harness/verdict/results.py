@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from harness.load.gather import RUNNING_MARKER as RUNNING
 from harness.load.recorder import Sample
 from harness.verdict.facts import LOST, RunFacts
 from harness.verdict.figures import pop_result, region_result, timeseries
@@ -51,7 +52,6 @@ LATENCY_BASIS = (
     "client latency from the intended send time (open model), emulated RTT excluded; e2e_latency_ms adds "
     "the emulated RTT"
 )
-RUNNING = "RUNNING"
 
 
 def build_results(facts: RunFacts, samples: Sequence[Sample]) -> Results:

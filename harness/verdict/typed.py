@@ -77,8 +77,9 @@ def from_json(tp: Any, data: Any) -> Any:
     raise TypeError(f"unsupported type {tp!r}")
 
 
-def json_schema(root: type, schema_id: str, title: str) -> dict[str, Any]:
-    """The JSON Schema (draft 2020-12) of dataclass `root`, each nested dataclass under $defs."""
+def json_schema(root: type, schema_id: str, title: str, version: str | None = None) -> dict[str, Any]:
+    """The JSON Schema (draft 2020-12) of dataclass `root`, each nested dataclass under $defs; with
+    `version`, root's `schema` field may hold only that value (an output file names its own format)."""
     defs: dict[str, Any] = {}
 
     def of(tp: Any) -> dict[str, Any]:
@@ -117,5 +118,7 @@ def json_schema(root: type, schema_id: str, title: str) -> dict[str, Any]:
         raise TypeError(f"unsupported type {tp!r}")
 
     top = of(root)
+    if version is not None:
+        defs[root.__name__]["properties"]["schema"] = {"const": version}
     draft = "https://json-schema.org/draft/2020-12/schema"
     return {"$schema": draft, "$id": schema_id, "title": title, **top, "$defs": defs}
